@@ -1,0 +1,3 @@
+from fcam.cli import main
+
+raise SystemExit(main())
