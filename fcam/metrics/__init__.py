@@ -1,0 +1,38 @@
+"""WSOL localisation metrics (wsolevaluation protocol) and faithfulness metrics.
+
+* :func:`maxboxacc`, :class:`BoxEvaluator`: MaxBoxAcc (v1) / MaxBoxAccV2, top-1/top-5 loc.
+* :func:`pxap`, :class:`MaskEvaluator`: pixel-wise average precision.
+* :mod:`fcam.metrics.boxes`: inclusive IoU, ``resize_bbox``, boxes from score maps.
+* :mod:`fcam.metrics.faithfulness`: deletion / insertion AUC, average drop, increase in
+  confidence.
+"""
+
+from __future__ import annotations
+
+from fcam.metrics.box_accuracy import BoxEvaluator, BoxResult, maxboxacc
+from fcam.metrics.boxes import box_iou, boxes_at_thresholds, resize_bbox
+from fcam.metrics.faithfulness import (
+    average_drop,
+    deletion_auc,
+    increase_in_confidence,
+    insertion_auc,
+)
+from fcam.metrics.pxap import MaskEvaluator, MaskResult, pxap
+from fcam.metrics.scoremaps import cam_thresholds
+
+__all__ = [
+    "BoxEvaluator",
+    "BoxResult",
+    "MaskEvaluator",
+    "MaskResult",
+    "average_drop",
+    "box_iou",
+    "boxes_at_thresholds",
+    "cam_thresholds",
+    "deletion_auc",
+    "increase_in_confidence",
+    "insertion_auc",
+    "maxboxacc",
+    "pxap",
+    "resize_bbox",
+]

@@ -1,0 +1,270 @@
+"""Faithfulness metrics for any saliency map: deletion / insertion AUC, average drop and
+increase in confidence.
+
+* **Deletion / insertion** (Petsiuk et al., RISE, BMVC 2018): pixels are ranked by the map
+  (highest first). Deletion replaces the top ``k/steps`` fraction of pixels of the image with a
+  baseline and records the target-class probability ``p_k``; insertion starts from the baseline
+  and puts the top pixels back. The score is the normalised trapezoidal area
+
+  .. math:: \\mathrm{AUC} = \\frac{1}{S}\\Big(\\sum_{k=0}^{S} p_k - \\frac{p_0 + p_S}{2}\\Big)
+
+  (lower is better for deletion, higher for insertion).
+* **Average drop / increase in confidence** (Chattopadhyay et al., Grad-CAM++, WACV 2018), with
+  ``Y`` the target probability on the image and ``O`` on the image multiplied by the map (in the
+  model's input space, as pytorch-grad-cam's ``CamMultImageConfidenceChange``):
+
+  .. math:: \\mathrm{Drop} = \\frac{100}{N}\\sum_i \\frac{\\max(0, Y_i - O_i)}{Y_i},\\qquad
+            \\mathrm{Incr} = \\frac{100}{N}\\sum_i \\mathbb{1}[O_i > Y_i]
+
+All functions run the model in eval mode under ``torch.no_grad()`` (restoring each module's
+mode afterwards), batch over images, keep tensors on the images' device, and accept maps at any
+resolution (bilinearly resized to the image size). ``targets=None`` uses the model's arg-max on
+the unmodified images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+
+__all__ = ["average_drop", "deletion_auc", "increase_in_confidence", "insertion_auc"]
+
+Targets = Union[int, Sequence[int], torch.Tensor, None]
+Baseline = Union[str, float, torch.Tensor]
+
+
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.train(training)
+
+
+def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    output = model(images)
+    if isinstance(output, torch.Tensor):
+        return output
+    from fcam.cams.layers import model_logits  # only needed for tuple/dict outputs
+
+    return model_logits(output)
+
+
+def _check_inputs(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}")
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.ndim != 3 or maps.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"maps must have shape (B={images.shape[0]}, h, w), got {tuple(maps.shape)}"
+        )
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps must not contain NaN or inf values")
+    maps = maps.to(device=images.device, dtype=images.dtype)
+    if maps.shape[-2:] != images.shape[-2:]:
+        maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear",
+                             align_corners=False)[:, 0]
+    return maps
+
+
+def _resolve_targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
+    batch = logits.shape[0]
+    if targets is None:
+        return logits.argmax(dim=1)
+    if isinstance(targets, int):
+        out = torch.full((batch,), targets, dtype=torch.long, device=logits.device)
+    else:
+        out = torch.as_tensor(targets, device=logits.device).long().reshape(-1)
+    if out.shape[0] != batch:
+        raise ValueError(f"targets must have {batch} entries, got {out.shape[0]}")
+    if ((out < 0) | (out >= logits.shape[1])).any():
+        raise ValueError(f"targets must be class indices in [0, {logits.shape[1]})")
+    return out
+
+
+def _probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(dim=1).gather(1, targets[:, None])[:, 0]
+
+
+def _baseline(images: torch.Tensor, baseline: Baseline) -> torch.Tensor:
+    if isinstance(baseline, torch.Tensor):
+        if baseline.shape != images.shape and baseline.shape != images.shape[1:]:
+            raise ValueError(f"baseline tensor must have shape {tuple(images.shape)}")
+        return baseline.to(images).expand_as(images)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(images, float(baseline))
+    if baseline == "zeros":
+        return torch.zeros_like(images)
+    if baseline == "blur":
+        # RISE's substrate: Gaussian blur with an 11 x 11 kernel and sigma 5.
+        return gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0])
+    raise ValueError(f"baseline must be 'zeros', 'blur', a float or a tensor, got {baseline!r}")
+
+
+def _perturbation_curve(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    targets: Targets,
+    steps: int,
+    start: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    maps = _check_inputs(images, maps)
+    batch, channels, height, width = images.shape
+    pixels = height * width
+    with _evaluating(model):
+        tgt = _resolve_targets(targets, _logits(model, images))
+        # rank[b, p] = position of pixel p in the saliency order (0 = most salient).
+        order = torch.argsort(maps.reshape(batch, -1), dim=1, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(pixels, device=images.device).expand(batch, -1))
+        rank = rank.reshape(batch, 1, height, width)
+        canvas, source = start(images, maps)
+        scores = []
+        for k in range(steps + 1):
+            moved = rank < round(k * pixels / steps)
+            scores.append(_probability(_logits(model, torch.where(moved, source, canvas)), tgt))
+    return torch.stack(scores, dim=1)
+
+
+def _trapezoid_auc(curves: torch.Tensor) -> torch.Tensor:
+    steps = curves.shape[1] - 1
+    return (curves.sum(dim=1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
+
+
+def deletion_auc(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    targets: Targets = None,
+    steps: int = 100,
+    baseline: Baseline = "zeros",
+    return_curves: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Deletion AUC per image (lower is better).
+
+    Args:
+        model: classifier returning logits.
+        images: ``(B, C, H, W)`` model inputs.
+        maps: ``(B, h, w)`` saliency maps (any scale; only the pixel order matters).
+        targets: class per image (``None``: the arg-max prediction).
+        steps: number of deletion increments; ``steps + 1`` forward passes per batch.
+        baseline: what deleted pixels become: ``"zeros"`` (RISE; the dataset mean for normalised
+            inputs), ``"blur"``, a constant, or a tensor shaped like ``images``.
+        return_curves: also return the ``(B, steps + 1)`` probability curves.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+        >>> deletion_auc(model, torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2), steps=4).shape
+        torch.Size([2])
+    """
+    def start(images: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return images, _baseline(images, baseline)
+
+    curves = _perturbation_curve(model, images, maps, targets, steps, start)
+    auc = _trapezoid_auc(curves)
+    return (auc, curves) if return_curves else auc
+
+
+def insertion_auc(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    targets: Targets = None,
+    steps: int = 100,
+    baseline: Baseline = "blur",
+    return_curves: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Insertion AUC per image (higher is better): pixels are put back onto ``baseline``
+    (RISE's blurred image by default) in saliency order. Arguments as :func:`deletion_auc`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+        >>> insertion_auc(model, torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2), steps=4).shape
+        torch.Size([2])
+    """
+    def start(images: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _baseline(images, baseline), images
+
+    curves = _perturbation_curve(model, images, maps, targets, steps, start)
+    auc = _trapezoid_auc(curves)
+    return (auc, curves) if return_curves else auc
+
+
+def _confidences(
+    model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: Targets
+) -> tuple[torch.Tensor, torch.Tensor]:
+    maps = _check_inputs(images, maps)
+    with _evaluating(model):
+        logits = _logits(model, images)
+        tgt = _resolve_targets(targets, logits)
+        full = _probability(logits, tgt)
+        masked = _probability(_logits(model, images * maps[:, None]), tgt)
+    return full, masked
+
+
+def _reduce(values: torch.Tensor, reduction: str) -> Any:
+    if reduction == "mean":
+        return float(values.mean())
+    if reduction == "none":
+        return values
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def average_drop(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    targets: Targets = None,
+    reduction: str = "mean",
+) -> float | torch.Tensor:
+    """Average drop in confidence, in percent (lower is better).
+
+    Args:
+        model: classifier returning logits.
+        images: ``(B, C, H, W)`` model inputs.
+        maps: ``(B, h, w)`` maps in ``[0, 1]``, multiplied into the inputs.
+        targets: class per image (``None``: the arg-max prediction on ``images``).
+        reduction: ``"mean"`` (a float) or ``"none"`` (per-image tensor).
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+        >>> average_drop(model, torch.rand(2, 3, 2, 2), torch.ones(2, 2, 2))
+        0.0
+    """
+    full, masked = _confidences(model, images, maps, targets)
+    return _reduce(100 * (full - masked).clamp(min=0) / full, reduction)
+
+
+def increase_in_confidence(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    targets: Targets = None,
+    reduction: str = "mean",
+) -> float | torch.Tensor:
+    """Percentage of images whose target confidence rises on ``images * maps`` (higher is
+    better). Arguments as :func:`average_drop`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+        >>> increase_in_confidence(model, torch.rand(2, 3, 2, 2), torch.ones(2, 2, 2))
+        0.0
+    """
+    full, masked = _confidences(model, images, maps, targets)
+    return _reduce(100 * (masked > full).to(images.dtype), reduction)
