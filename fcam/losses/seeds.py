@@ -1,0 +1,249 @@
+"""Pseudo-label seeds sampled from CAMs, and the partial cross-entropy that fits them.
+
+F-CAM trains its upscaler on a few foreground and background pixels drawn from the
+classifier's CAM at every iteration (method.md §2.1):
+
+* foreground: the Otsu region of ``uint8(floor(255 * cam))`` (strictly above the threshold,
+  which is clamped to [1, 254]), eroded by a ``fg_erode_k`` square with geodesic borders
+  (the image border does not erode), where an erosion that would empty the region is undone;
+  ``sl_max`` pixels are drawn uniformly without replacement from it;
+* background: ``sl_min`` pixels drawn uniformly without replacement among the
+  ``int(sl_min_p * H * W)`` pixels of lowest (float) CAM value;
+* each drawn pixel is dilated to a ``sl_ksz`` square, pixels claimed by both sides are dropped,
+  and a constant CAM yields no seed at all.
+
+Everything runs batched on the CAM's device; the only randomness is a ``torch.rand`` call that
+takes an optional :class:`torch.Generator`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fcam.losses._validation import check_float_tensor
+
+__all__ = ["sample_seeds", "otsu_threshold", "SeedLoss", "seed_loss"]
+
+
+def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def otsu_threshold(levels: Tensor) -> Tensor:
+    """Batched Otsu threshold of integer grey levels in [0, 255].
+
+    Same result as ``skimage.filters.threshold_otsu`` on each ``uint8`` image: the histogram
+    runs over the image's own value range and, for every split ``v``, the between-class
+    variance ``w_1(v) w_2(v+1) (mu_1(v) - mu_2(v+1))^2`` is maximised (first maximum wins).
+    The precision mirrors scikit-image (float32 counts, float64 means) so ties break the same.
+
+    Args:
+        levels: integer tensor (B, N) with values in [0, 255].
+
+    Returns:
+        Long tensor (B,) of thresholds; a constant image returns its value.
+
+    Example:
+        >>> otsu_threshold(torch.tensor([[0, 0, 10, 200, 210, 220]]))
+        tensor([10])
+    """
+    batch = levels.shape[0]
+    counts = torch.zeros(batch, 256, dtype=torch.float32, device=levels.device)
+    counts.scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float32))
+    centers = torch.arange(256, dtype=torch.float64, device=levels.device)
+    moments = counts.double() * centers
+    weight1 = counts.cumsum(1)
+    weight2 = counts.flip(1).cumsum(1).flip(1)
+    # Empty leading/trailing bins give 0/0 here; they are masked out below.
+    mean1 = moments.cumsum(1) / weight1
+    mean2 = moments.flip(1).cumsum(1).flip(1) / weight2
+    variance = (weight1[:, :-1] * weight2[:, 1:]).double() * (mean1[:, :-1] - mean2[:, 1:]) ** 2
+    lo, hi = levels.amin(1, keepdim=True), levels.amax(1, keepdim=True)
+    split = torch.arange(255, device=levels.device)
+    valid = (split >= lo) & (split < hi)
+    variance = torch.where(valid, variance, torch.full_like(variance, -1.0))
+    return torch.where(lo.squeeze(1) == hi.squeeze(1), lo.squeeze(1), variance.argmax(1))
+
+
+def _square_pool(mask: Tensor, k: int) -> Tensor:
+    """Binary dilation of (B, H, W) ``mask`` by a k x k square, pixels outside ignored."""
+    if k == 1:
+        return mask
+    # Origin at k // 2 as kornia; zero padding = "outside pixels never set", i.e. a geodesic
+    # border for dilation and, applied to the complement, for erosion too.
+    before, after = k // 2, k - 1 - k // 2
+    padded = F.pad(mask.unsqueeze(1).float(), (before, after, before, after), value=0.0)
+    return F.max_pool2d(padded, k, stride=1).squeeze(1) > 0
+
+
+def _erode(mask: Tensor, k: int, iterations: int) -> Tensor:
+    """Erode each (H, W) region ``iterations`` times; an erosion that empties it is undone."""
+    for _ in range(iterations):
+        eroded = ~_square_pool(~mask, k)
+        keep = eroded.flatten(1).any(1)
+        if not bool(keep.any()):
+            break
+        mask = torch.where(keep[:, None, None], eroded, mask)
+        # An image whose erosion emptied the region stops there, as in the reference
+        # (further iterations would leave it unchanged anyway since `keep` stays False).
+    return mask
+
+
+def _draw(candidates: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+    """Mark up to ``n`` pixels per row drawn uniformly without replacement from ``candidates``.
+
+    Random keys + top-k: the ``n`` largest i.i.d. uniform keys among the candidates form a
+    uniform sample without replacement; rows with fewer candidates take all of them.
+    """
+    flat = candidates.flatten(1)
+    n = min(n, flat.shape[1])
+    if n == 0:
+        return torch.zeros_like(candidates)
+    keys = torch.rand(flat.shape, generator=generator, device=flat.device)
+    keys = torch.where(flat, keys, torch.full_like(keys, -1.0))
+    top, index = keys.topk(n, dim=1)
+    picked = torch.zeros_like(flat)
+    picked.scatter_(1, index, top >= 0)
+    return picked.view_as(candidates)
+
+
+def sample_seeds(
+    cams: Tensor,
+    *,
+    sl_max: int = 1,
+    sl_min: int = 1,
+    sl_ksz: int = 3,
+    sl_min_p: float = 0.1,
+    fg_erode_k: int = 11,
+    fg_erode_iter: int = 1,
+    ignore_index: int = -255,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sample foreground/background seed pixels from full-resolution CAMs.
+
+    Args:
+        cams: (B, H, W) or (B, 1, H, W) floating CAMs in [0, 1] (min-max normalised).
+        sl_max: foreground pixels drawn per image (before dilation).
+        sl_min: background pixels drawn per image (before dilation).
+        sl_ksz: side of the square each drawn pixel is dilated to (1 = no dilation).
+        sl_min_p: fraction of lowest-CAM pixels the background is drawn from.
+        fg_erode_k: side of the square that erodes the Otsu foreground region.
+        fg_erode_iter: number of erosions (each undone if it would empty the region).
+        ignore_index: label of unseeded pixels.
+        generator: optional generator on the CAMs' device, for reproducible draws.
+
+    Returns:
+        Long tensor (B, H, W): 1 = foreground seed, 0 = background seed, ``ignore_index`` else.
+
+    Example:
+        >>> cams = torch.rand(2, 1, 32, 32)
+        >>> seeds = sample_seeds(cams, generator=torch.Generator().manual_seed(0))
+        >>> int((seeds == 1).sum()) <= 2 * 9
+        True
+    """
+    cams = check_float_tensor(cams, "cams", (3, 4))
+    if cams.ndim == 4:
+        if cams.shape[1] != 1:
+            raise ValueError(f"cams must be (B, H, W) or (B, 1, H, W), got {tuple(cams.shape)}")
+        cams = cams[:, 0]
+    if bool((cams < 0).any()) or bool((cams > 1).any()):
+        raise ValueError("cams must be normalised to [0, 1] (see fcam.cams.normalize)")
+    sl_max = _check_positive_int(sl_max, "sl_max", 0)
+    sl_min = _check_positive_int(sl_min, "sl_min", 0)
+    sl_ksz = _check_positive_int(sl_ksz, "sl_ksz")
+    fg_erode_k = _check_positive_int(fg_erode_k, "fg_erode_k")
+    fg_erode_iter = _check_positive_int(fg_erode_iter, "fg_erode_iter", 0)
+    if not 0.0 <= float(sl_min_p) <= 1.0:
+        raise ValueError(f"sl_min_p must be in [0, 1], got {sl_min_p!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index in (0, 1):
+        raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")
+
+    cams = cams.detach()
+    batch, height, width = cams.shape
+    flat = cams.reshape(batch, -1)
+    levels = (flat * 255).floor().long()
+    informative = levels.amin(1) != levels.amax(1)
+
+    threshold = otsu_threshold(levels).clamp(1, 254)
+    region = (levels > threshold[:, None]).view(batch, height, width)
+    region = _erode(region, fg_erode_k, fg_erode_iter)
+    foreground = _square_pool(_draw(region, sl_max, generator), sl_ksz)
+
+    n_low = int(sl_min_p * height * width)
+    low = torch.zeros_like(flat, dtype=torch.bool)
+    if n_low > 0:
+        # Stable sort: ties in the float CAM resolve by pixel order, deterministically.
+        order = flat.argsort(dim=1, stable=True)[:, :n_low]
+        low.scatter_(1, order, True)
+    background = _square_pool(_draw(low.view(batch, height, width), sl_min, generator), sl_ksz)
+
+    keep = informative[:, None, None]
+    seeds = torch.full((batch, height, width), ignore_index, dtype=torch.long, device=cams.device)
+    seeds[foreground & ~background & keep] = 1
+    seeds[background & ~foreground & keep] = 0
+    return seeds
+
+
+def seed_loss(logits: Tensor, seeds: Tensor, ignore_index: int = -255) -> Tensor:
+    """Partial cross-entropy over seeded pixels.
+
+    .. math::
+        \\mathcal{L} = -\\frac{1}{|\\Omega|} \\sum_{i \\in \\Omega} \\log \\mathrm{softmax}(z_i)_{y_i},
+        \\qquad \\Omega = \\{i : y_i \\neq \\text{ignore\\_index}\\}
+
+    the mean over all seeded pixels of the batch (as ``nn.CrossEntropyLoss(reduction="mean")``),
+    except that a batch without any seed gives an exact, differentiable 0 instead of NaN.
+
+    Args:
+        logits: (B, K, H, W) floating logits.
+        seeds: (B, H, W) integer labels in [0, K) or ``ignore_index``.
+        ignore_index: label of unseeded pixels.
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> seeds = torch.full((1, 4, 4), -255); seeds[0, 0, 0] = 1
+        >>> seed_loss(torch.zeros(1, 2, 4, 4), seeds)
+        tensor(0.6931)
+    """
+    logits = check_float_tensor(logits, "logits", 4)
+    if not isinstance(seeds, Tensor):
+        raise TypeError(f"seeds must be a torch.Tensor, got {type(seeds).__name__}")
+    if seeds.dtype != torch.long:
+        raise TypeError(f"seeds must be a long tensor, got dtype {seeds.dtype}")
+    if seeds.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"seeds must have shape (B, H, W) = {(logits.shape[0], *logits.shape[2:])} "
+                         f"matching logits, got {tuple(seeds.shape)}")
+    seeded = seeds != ignore_index
+    if bool(((seeds[seeded] < 0) | (seeds[seeded] >= logits.shape[1])).any()):
+        raise ValueError(f"seeds must hold labels in [0, {logits.shape[1]}) or ignore_index")
+    per_pixel = F.cross_entropy(logits, seeds, ignore_index=ignore_index, reduction="none")
+    return per_pixel.sum() / seeded.sum().clamp(min=1)
+
+
+class SeedLoss(nn.Module):
+    """Module form of :func:`seed_loss`.
+
+    Args:
+        ignore_index: label of unseeded pixels.
+
+    Example:
+        >>> loss = SeedLoss()
+        >>> loss(torch.randn(2, 2, 8, 8), torch.full((2, 8, 8), -255))
+        tensor(0.)
+    """
+
+    def __init__(self, ignore_index: int = -255) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: Tensor, seeds: Tensor) -> Tensor:
+        return seed_loss(logits, seeds, self.ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}"
