@@ -1,0 +1,349 @@
+"""Private base class shared by every extractor: hooks, input checks, targets, state restore."""
+
+from __future__ import annotations
+
+import logging
+import operator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from fcam.cams.layers import OutputFn, locate_target_layer, model_logits, resolve_layer
+from fcam.cams.maps import normalize, upsample
+
+__all__: list[str] = []
+
+logger = logging.getLogger(__name__)
+
+Targets = int | Sequence[int] | Tensor | None
+ReshapeFn = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class _Forward:
+    """What one hooked forward pass produced.
+
+    Attributes:
+        images: the (detached) model input.
+        activations: ``(B, C, h, w)`` target-layer output after ``reshape_transform``.
+        scores: ``(B,)`` target logits.
+        targets: ``(B,)`` class indices on the images' device.
+        grads: ``(B, C, h, w)`` gradient of ``scores.sum()`` w.r.t. ``activations``, or
+            ``None`` when the pass ran without gradients.
+    """
+
+    images: Tensor
+    activations: Tensor
+    scores: Tensor
+    targets: Tensor
+    grads: Tensor | None
+
+
+class _ModelState:
+    """Snapshot of every module's train/eval flag and every parameter's ``requires_grad``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._modes = [(module, module.training) for module in model.modules()]
+        self._flags = [(param, param.requires_grad) for param in model.parameters()]
+
+    def restore(self) -> None:
+        for module, mode in self._modes:
+            module.training = mode
+        for param, flag in self._flags:
+            param.requires_grad_(flag)
+
+
+class _CAM(ABC):
+    """Base of all extractors.
+
+    A call runs the model in eval mode with every parameter's ``requires_grad`` switched
+    off (so backward never computes parameter gradients and ``.grad`` is never touched),
+    captures the target layer's output with a forward hook registered for that pass only,
+    and restores the model's modes and flags in ``finally``. Subclasses implement
+    :meth:`_weights`; the base forms ``ReLU(sum_k w_k * A_k)``.
+
+    The forward hook detaches the layer output into a fresh leaf (requiring grad only for
+    gradient methods) and hands a *clone* of it to the rest of the network. The stored
+    activation is therefore immune to in-place ops downstream (``ReLU(inplace=True)``),
+    and ``torch.autograd.grad`` w.r.t. that leaf only backpropagates through the layers
+    after the target. If the target layer runs several times in one forward, the last run
+    is used.
+    """
+
+    _needs_grad: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | str | None = None,
+        *,
+        output_fn: OutputFn | None = None,
+        reshape_transform: ReshapeFn | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
+        if output_fn is not None and not callable(output_fn):
+            raise TypeError(f"`output_fn` must be callable, got {type(output_fn).__name__}")
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(
+                f"`reshape_transform` must be callable, got {type(reshape_transform).__name__}"
+            )
+        self.model = model
+        self.output_fn = output_fn
+        self.reshape_transform = reshape_transform
+        self.target_name: str | None = None
+        self.target_layer: nn.Module | None = None
+        if target_layer is not None:
+            self.target_name, self.target_layer = resolve_layer(model, target_layer)
+        self._in_channels = _first_conv_channels(model)
+        self._handles: list[RemovableHandle] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> _CAM:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove_hooks()
+
+    def remove_hooks(self) -> None:
+        """Remove any hook still registered by this extractor (calls already clean up)."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target_layer={self.target_name!r})"
+
+    # ------------------------------------------------------------------ public calls
+    def __call__(self, images: Tensor, targets: Targets = None) -> Tensor:
+        """Raw class activation maps at the target layer's resolution.
+
+        Args:
+            images: ``(B, C, H, W)`` float batch, already normalised for the model.
+            targets: class per image: ``None`` (argmax), an int, a sequence or a 1-D tensor.
+
+        Returns:
+            ``(B, h, w)`` float32 maps after the method's ReLU, on the images' device.
+
+        Raises:
+            RuntimeError: under ``torch.inference_mode()``.
+            TypeError: on a non-tensor/non-float ``images`` or badly typed ``targets``.
+            ValueError: on bad shapes, non-finite pixels, out-of-range ``targets``, or a
+                target layer that is not run or not spatial.
+        """
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "CAM extractors need autograd and cannot run under torch.inference_mode(); "
+                "call them outside it (torch.no_grad() is fine)"
+            )
+        self._check_images(images)
+        wanted = _parse_targets(targets, images.shape[0])
+        inputs = images.clone() if images.is_inference() else images.detach()
+        state = _ModelState(self.model)
+        try:
+            self.model.eval()
+            self.model.requires_grad_(False)
+            if self.target_layer is None:
+                self._locate(inputs)
+            fwd = self._forward(inputs, wanted, grad=self._needs_grad)
+            weights = self._weights(fwd)
+            with torch.no_grad():
+                if weights.ndim == 2:
+                    weights = weights[:, :, None, None]
+                cam = torch.relu((weights * fwd.activations).sum(dim=1))
+        finally:
+            self.remove_hooks()
+            state.restore()
+        return cam.float()
+
+    def explain(
+        self,
+        images: Tensor,
+        targets: Targets = None,
+        size: int | tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Maps upsampled (bilinear) to the input size, or ``size``, then normalised to [0, 1].
+
+        Example:
+            >>> with GradCAM(model, "layer4") as cam:            # doctest: +SKIP
+            ...     maps = cam.explain(images)                    # (B, H, W) in [0, 1]
+
+        Args:
+            images: ``(B, C, H, W)`` float batch.
+            targets: as in :meth:`__call__`.
+            size: output ``(H, W)``; defaults to the images' size.
+
+        Returns:
+            ``(B, H, W)`` float32 maps in ``[0, 1]``.
+        """
+        maps = self(images, targets)
+        out_size = tuple(images.shape[-2:]) if size is None else size
+        return normalize(upsample(maps, out_size))
+
+    # ------------------------------------------------------------------ family hook
+    @abstractmethod
+    def _weights(self, fwd: _Forward) -> Tensor:
+        """Channel weights ``(B, C)`` or element-wise weights ``(B, C, h, w)``."""
+
+    # ------------------------------------------------------------------ internals
+    def _locate(self, images: Tensor) -> None:
+        name = locate_target_layer(self.model, images)
+        self.target_name, self.target_layer = resolve_layer(self.model, name)
+        logger.info("%s: target_layer=None, using %r", type(self).__name__, name)
+
+    def _logits(self, images: Tensor) -> Tensor:
+        try:
+            output = self.model(images)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the model rejected `images` of shape {tuple(images.shape)}: {exc}"
+            ) from exc
+        return model_logits(output, self.output_fn)
+
+    def _forward(self, images: Tensor, targets: Tensor | None, *, grad: bool) -> _Forward:
+        """Run the model once with the capture hook, pick the target scores, get gradients."""
+        layer = self.target_layer
+        assert layer is not None  # set in __init__ or by _locate
+        store: dict[str, Any] = {}
+
+        def capture(_module: nn.Module, _inputs: Any, output: Any) -> Tensor | None:
+            if not isinstance(output, Tensor) or not output.is_floating_point():
+                store["bad"] = type(output).__name__
+                return None
+            leaf = output.detach().requires_grad_(grad)
+            store["leaf"] = leaf
+            return leaf.clone()
+
+        handle = layer.register_forward_hook(capture)
+        self._handles.append(handle)
+        try:
+            with torch.set_grad_enabled(grad):
+                logits = self._logits(images)
+        finally:
+            handle.remove()
+            self._handles.remove(handle)
+
+        leaf = self._captured(store)
+        with torch.no_grad():
+            activations = leaf if self.reshape_transform is None else self.reshape_transform(leaf)
+        if activations.ndim != 4:
+            raise ValueError(
+                f"`target_layer` {self.target_name!r} outputs shape {tuple(activations.shape)}, "
+                "not a (B, C, h, w) spatial map; pick a convolutional layer or pass `reshape_transform`"
+            )
+        chosen = _resolve_targets(targets, logits)
+        scores = logits.gather(1, chosen[:, None]).squeeze(1)
+        grads = None
+        if grad:
+            grads = self._gradients(scores, leaf)
+        return _Forward(images, activations.detach(), scores.detach(), chosen, grads)
+
+    def _captured(self, store: dict[str, Any]) -> Tensor:
+        if "leaf" in store:
+            return store["leaf"]
+        if "bad" in store:
+            raise ValueError(
+                f"`target_layer` {self.target_name!r} returns {store['bad']}, not a float tensor"
+            )
+        raise ValueError(f"`target_layer` {self.target_name!r} was not run during the forward pass")
+
+    def _gradients(self, scores: Tensor, leaf: Tensor) -> Tensor:
+        if not scores.requires_grad:
+            raise ValueError(
+                f"the target scores do not depend on `target_layer` {self.target_name!r}"
+            )
+        (grads,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
+        if grads is None:
+            raise ValueError(
+                f"the target scores do not depend on `target_layer` {self.target_name!r}"
+            )
+        if self.reshape_transform is not None:
+            grads = self.reshape_transform(grads)
+        return grads
+
+    def _check_images(self, images: Any) -> None:
+        if not isinstance(images, Tensor):
+            raise TypeError(f"`images` must be a torch.Tensor, got {type(images).__name__}")
+        if not images.is_floating_point():
+            raise TypeError(f"`images` must be a floating-point tensor, got dtype {images.dtype}")
+        if images.ndim != 4:
+            raise ValueError(f"`images` must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("`images` is an empty batch")
+        if self._in_channels is not None and images.shape[1] != self._in_channels:
+            raise ValueError(
+                f"`images` has {images.shape[1]} channels but the model's first convolution "
+                f"expects {self._in_channels}"
+            )
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError("`images` contains NaN or infinite values")
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return module.in_channels
+    return None
+
+
+def _parse_targets(targets: Targets, batch: int) -> Tensor | None:
+    """Validate ``targets`` against the batch size; return a CPU ``(B,)`` long tensor or None."""
+    if targets is None:
+        return None
+    if isinstance(targets, bool):
+        raise TypeError("`targets` must be class indices, got a bool")
+    if isinstance(targets, Tensor):
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise TypeError(f"`targets` must hold integer class indices, got dtype {targets.dtype}")
+        if targets.ndim > 1:
+            raise ValueError(f"`targets` must be 0-D or 1-D, got shape {tuple(targets.shape)}")
+        parsed = targets.detach().to("cpu", torch.long).reshape(-1)
+        if targets.ndim == 0:
+            parsed = parsed.expand(batch)
+    elif isinstance(targets, Sequence) and not isinstance(targets, (str, bytes)):
+        try:
+            parsed = torch.tensor([operator.index(t) for t in targets], dtype=torch.long)
+        except TypeError as exc:
+            raise TypeError(f"`targets` must hold integer class indices: {exc}") from None
+    else:
+        try:
+            parsed = torch.full((batch,), operator.index(targets), dtype=torch.long)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"`targets` must be None, an int, a sequence or a 1-D tensor, got {type(targets).__name__}"
+            ) from None
+    if parsed.numel() != batch:
+        raise ValueError(f"`targets` has {parsed.numel()} entries for a batch of {batch} images")
+    return parsed
+
+
+def _resolve_targets(targets: Tensor | None, logits: Tensor) -> Tensor:
+    """Argmax when ``targets`` is None, else range-check and move to the logits' device."""
+    if targets is None:
+        return logits.detach().argmax(dim=1)
+    classes = logits.shape[1]
+    bad = targets[(targets < 0) | (targets >= classes)]
+    if bad.numel():
+        raise ValueError(f"`targets` {bad.tolist()} out of range for {classes} classes")
+    return targets.to(logits.device)
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A generator on ``device`` seeded with ``seed``, or None for torch's global RNG."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+    return value
