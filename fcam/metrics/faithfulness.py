@@ -109,8 +109,10 @@ def _baseline(images: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     if baseline == "zeros":
         return torch.zeros_like(images)
     if baseline == "blur":
-        # RISE's substrate: Gaussian blur with an 11 x 11 kernel and sigma 5.
-        return gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0])
+        # RISE's substrate: Gaussian blur with an 11 x 11 kernel and sigma 5; the kernel shrinks
+        # on images under 6 pixels, where reflect padding cannot cover 5 pixels.
+        size = min(11, 2 * min(images.shape[-2:]) - 1)
+        return gaussian_blur(images, kernel_size=[size, size], sigma=[5.0, 5.0])
     raise ValueError(f"baseline must be 'zeros', 'blur', a float or a tensor, got {baseline!r}")
 
 
