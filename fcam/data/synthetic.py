@@ -43,13 +43,19 @@ from __future__ import annotations
 
 import colorsys
 import logging
-from collections.abc import Callable
-from typing import Any
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from fcam.data.wsol_metadata import WSOLMetadata
 
 __all__ = [
     "CLASSES",
@@ -378,6 +384,38 @@ class SyntheticWSOL(Dataset):
             "box": torch.tensor(self.box_of(mask), dtype=torch.int64),
             "index": index % self.n,
         }
+
+    def write_wsol(
+        self, root: str | os.PathLike[str], kind: str = "masks", progress: bool = False
+    ) -> WSOLMetadata:
+        """Write the split in the wsolevaluation layout, readable by :class:`~fcam.data.WSOLDataset`.
+
+        Images go to ``root/images/<image_id>`` (PNG, lossless, so the pixels round-trip) and
+        the metadata to ``root/metadata/<split>/``. ``kind="masks"`` writes OpenImages-style
+        1-bit instance masks and empty ignore masks next to the images; ``kind="boxes"``
+        writes CUB-style boxes and image sizes.
+
+        Returns:
+            The metadata written (:class:`~fcam.data.WSOLMetadata`).
+
+        Example:
+            >>> ds = SyntheticWSOL(5, size=64, split="test")
+            >>> ds.write_wsol("synthetic-wsol", kind="boxes")  # doctest: +SKIP
+        """
+        from fcam.data.wsol_writer import write_wsol_layout
+
+        root = Path(root)
+
+        def samples() -> Iterator[dict[str, Any]]:
+            for i in tqdm(range(self.n), desc=f"write {self.split}", disable=not progress):
+                item = self[i]
+                gt = {"mask": item["mask"]} if kind == "masks" else {"box": item["box"]}
+                yield {"image_id": self.image_id(i), "image": item["raw"],
+                       "label": item["label"], **gt}  # fmt: skip
+
+        return write_wsol_layout(
+            samples(), root / "images", root / "metadata" / self.split, kind=kind
+        )
 
     def __repr__(self) -> str:
         return (

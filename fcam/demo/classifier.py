@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 from fcam.data.synthetic import GENERATOR_VERSION, SyntheticWSOL
 from fcam.demo.cache import atomic_torch_save, cache_dir, config_key
 
-__all__ = ["ClassifierConfig", "build_classifier", "evaluate_accuracy", "train_classifier"]
+__all__ = [
+    "ClassifierConfig",
+    "build_classifier",
+    "evaluate_accuracy",
+    "load_classifier",
+    "save_classifier",
+    "train_classifier",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +57,69 @@ def build_classifier(num_classes: int, arch: str = "resnet18") -> nn.Module:
     if arch not in _ARCHS:
         raise ValueError(f"arch must be one of {list(_ARCHS)}, got {arch!r}")
     return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+
+
+def save_classifier(
+    model: nn.Module, path: str | Path, *, arch: str, image_size: int | None = None
+) -> Path:
+    """Write ``model``'s weights with what :func:`load_classifier` needs to rebuild it.
+
+    The file holds ``{"state_dict", "arch", "num_classes", "image_size"}`` (tensors and
+    plain values only, so it loads with ``weights_only=True``); written atomically.
+    """
+    if arch not in _ARCHS:
+        raise ValueError(f"arch must be one of {list(_ARCHS)}, got {arch!r}")
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if "fc.weight" not in state_dict:
+        raise ValueError("model has no `fc` layer: not a torchvision ResNet")
+    payload = {
+        "state_dict": state_dict,
+        "arch": arch,
+        "num_classes": int(state_dict["fc.weight"].shape[0]),
+        "image_size": image_size,
+    }
+    return atomic_torch_save(payload, path)
+
+
+def load_classifier(
+    path: str | Path, *, arch: str | None = None, device: str | torch.device | None = None
+) -> tuple[nn.Module, dict[str, object]]:
+    """Rebuild a ResNet classifier from a checkpoint file.
+
+    Accepts the files written by :func:`save_classifier` and bare torchvision ResNet state
+    dicts (then ``arch`` says which ResNet, ``resnet18`` by default); the number of classes
+    is read from ``fc.weight``.
+
+    Returns:
+        ``(model in eval mode on device, metadata)`` where metadata holds ``arch``,
+        ``num_classes`` and ``image_size`` (``None`` when unknown).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a ResNet checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types on foreign/corrupt files
+        raise ValueError(f"cannot read classifier checkpoint {path}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} does not hold a state dict")
+    state_dict = payload.get("state_dict", payload)
+    if not isinstance(state_dict, dict) or "fc.weight" not in state_dict:
+        raise ValueError(f"{path} is not a torchvision ResNet checkpoint (no fc.weight)")
+    arch = arch or str(payload.get("arch", "resnet18"))
+    num_classes = int(state_dict["fc.weight"].shape[0])
+    model = build_classifier(num_classes, arch)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not match a {arch}: {str(exc).splitlines()[0]}") from None
+    size = payload.get("image_size")
+    meta = {"arch": arch, "num_classes": num_classes, "image_size": size}
+    return model.to(_device(device)).eval(), meta
 
 
 @dataclass(frozen=True)
@@ -168,19 +238,15 @@ def train_classifier(
     if not isinstance(config, ClassifierConfig):
         raise TypeError(f"config must be a ClassifierConfig, got {type(config).__name__}")
     device = _device(device)
-    model = build_classifier(len(SyntheticWSOL.classes), config.arch)
     path = Path(cache_root or cache_dir()) / "classifiers" / f"{config.arch}-{config.key()}.pt"
     if cache and path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        logger.info("loaded cached classifier %s", path)
-        return model.to(device).eval()
+        logger.info("loading cached classifier %s", path)
+        return load_classifier(path, device=device)[0]
     torch.manual_seed(config.seed)
     model = build_classifier(len(SyntheticWSOL.classes), config.arch).to(device)
     _fit(model, config, device, progress)
     model.eval()
     if cache:
-        state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_torch_save({"state_dict": state_dict, "config": dataclasses.asdict(config)}, path)
+        save_classifier(model, path, arch=config.arch, image_size=config.image_size)
         logger.info("cached classifier at %s", path)
     return model

@@ -1,0 +1,379 @@
+"""The ``fcam demo`` job: synthetic data -> classifier -> F-CAM -> WSOL metrics -> report.
+
+Steps (each with a progress bar):
+
+1. generate the train and test splits of :class:`~fcam.data.SyntheticWSOL`;
+2. train a torchvision ResNet from scratch on the train split (cached, see
+   :func:`~fcam.demo.train_classifier`);
+3. for every seed CAM method, fit F-CAM on the train split (also cached);
+4. evaluate the interpolated CAM (bilinear upsampling, then min-max normalisation) and the
+   F-CAM foreground probability on the test split (GT-known, in the image frame):
+   PxAP, MaxBoxAccV2, MaxBoxAcc (v1) and top-1 localisation;
+5. print the table and write ``results.json``, ``results.md``, per-image overlays and a
+   comparison grid (image, ground truth, interpolated CAM, F-CAM) to the output folder.
+
+Example:
+    >>> from fcam.demo import DemoConfig, run_demo
+    >>> result = run_demo(DemoConfig.quick(out_dir="fcam-demo"))   # doctest: +SKIP
+    >>> print(result.table)                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from fcam import __version__
+from fcam.data.synthetic import GENERATOR_VERSION, IMAGENET_MEAN, IMAGENET_STD, SyntheticWSOL
+from fcam.demo.cache import cache_dir, config_key
+from fcam.demo.classifier import (
+    ClassifierConfig,
+    evaluate_accuracy,
+    save_classifier,
+    train_classifier,
+)
+from fcam.demo.evaluation import LocalizationScores, evaluate_localization
+from fcam.demo.report import atomic_write_text, format_table, gain_lines, results_json
+
+__all__ = ["DEMO_CAMS", "DemoConfig", "DemoResult", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+# Display names of the seed CAM methods; any name of fcam.cams.available() is accepted.
+DEMO_CAMS: dict[str, str] = {
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "gradcampp": "Grad-CAM++",
+    "smoothgradcampp": "Smooth Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "scorecam": "Score-CAM",
+    "sscam": "SS-CAM",
+    "iscam": "IS-CAM",
+}
+_TARGET_LAYER = "layer4"
+
+
+@dataclass
+class DemoConfig:
+    """Settings of :func:`run_demo`; :meth:`quick` gives the ``--quick`` preset.
+
+    Attributes:
+        out_dir: output folder (created).
+        image_size: synthetic image side.
+        n_train: training images (classifier and F-CAM).
+        n_test: test images (evaluation).
+        seed: seed of the data, the classifier and F-CAM.
+        cams: seed CAM methods (names of :func:`fcam.cams.available`).
+        classifier_epochs: classifier training epochs.
+        fcam_epochs: F-CAM epochs per CAM method.
+        fcam_train: images of the train split used to fit F-CAM (the first ones).
+        fcam_batch_size: F-CAM batch size.
+        fcam_lr: F-CAM learning rate.
+        fcam_options: extra keyword arguments for :class:`fcam.FCAM` (e.g. loss weights).
+        eval_batch_size: evaluation batch size.
+        num_examples: test images shown in the overlays and the grid.
+        cam_curve_interval: metric threshold step.
+        device: ``None`` picks CUDA when available.
+        cache: reuse cached classifier and F-CAM weights.
+        progress: tqdm progress bars.
+    """
+
+    out_dir: Path = Path("fcam-demo")
+    image_size: int = 128
+    n_train: int = 1500
+    n_test: int = 300
+    seed: int = 0
+    cams: tuple[str, ...] = ("cam", "gradcampp")
+    classifier_epochs: int = 8
+    fcam_epochs: int = 4
+    fcam_train: int = 600
+    fcam_batch_size: int = 16
+    fcam_lr: float = 1e-3
+    fcam_options: dict[str, Any] = field(default_factory=dict)
+    eval_batch_size: int = 50
+    num_examples: int = 8
+    cam_curve_interval: float = 0.001
+    device: str | None = None
+    cache: bool = True
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> DemoConfig:
+        """The ``--quick`` preset: smaller data and fewer epochs (a few minutes on a CPU)."""
+        preset: dict[str, Any] = {
+            "n_train": 600,
+            "n_test": 100,
+            "classifier_epochs": 5,
+            "fcam_epochs": 2,
+            "fcam_train": 200,
+        }
+        return cls(**{**preset, **overrides})
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on a setting that cannot work."""
+        from fcam.cams import available
+
+        for name in ("image_size", "n_train", "n_test", "classifier_epochs", "fcam_epochs",
+                     "fcam_train", "fcam_batch_size", "eval_batch_size"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.image_size < 64:
+            raise ValueError(f"image_size must be >= 64 (a ResNet needs it), got {self.image_size}")
+        if not self.cams:
+            raise ValueError("cams must name at least one CAM method")
+        unknown = [c for c in self.cams if c not in available()]
+        if unknown:
+            raise ValueError(f"unknown CAM method(s) {unknown}; available: {available()}")
+        if self.num_examples < 0:
+            raise ValueError(f"num_examples must be >= 0, got {self.num_examples}")
+        if not self.fcam_lr > 0:
+            raise ValueError(f"fcam_lr must be > 0, got {self.fcam_lr}")
+
+    def classifier_config(self) -> ClassifierConfig:
+        return ClassifierConfig(
+            image_size=self.image_size,
+            n_train=self.n_train,
+            data_seed=self.seed,
+            epochs=self.classifier_epochs,
+            seed=self.seed,
+        )
+
+    def fcam_key(self, cam: str) -> str:
+        """Cache key of the F-CAM fitted for ``cam`` (depends on the classifier too)."""
+        return config_key(
+            {
+                "classifier": self.classifier_config().key(),
+                "cam": cam,
+                "epochs": self.fcam_epochs,
+                "n": min(self.fcam_train, self.n_train),
+                "batch_size": self.fcam_batch_size,
+                "lr": self.fcam_lr,
+                "options": self.fcam_options,
+                "seed": self.seed,
+                "generator": GENERATOR_VERSION,
+                "fcam": __version__,
+            }
+        )
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` produced.
+
+    Attributes:
+        rows: ``{method label: scores}``, interpolated and F-CAM rows alternating.
+        table: the plain-text table (as printed by the CLI).
+        gains: one line per CAM method with the F-CAM gain.
+        classifier_accuracy: test top-1 accuracy of the classifier (percent).
+        files: written files by role (``json``, ``markdown``, ``grid``, ``overlays``, ...).
+        timings: wall seconds per step.
+    """
+
+    rows: dict[str, LocalizationScores]
+    table: str
+    gains: list[str]
+    classifier_accuracy: float
+    files: dict[str, Any]
+    timings: dict[str, float]
+
+
+def _device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be a torch device string such as 'cpu', got {device!r}") from None
+
+
+def _fit_fcam(
+    model: nn.Module, cam: str, train: SyntheticWSOL, config: DemoConfig, device: torch.device
+) -> Any:
+    from fcam import FCAM
+
+    path = cache_dir() / "fcam" / f"{cam}-{config.fcam_key(cam)}.pt"
+    if config.cache and path.is_file():
+        logger.info("loading cached F-CAM (%s) from %s", cam, path)
+        explainer = FCAM.load(path, model)
+        return explainer.to(device) if hasattr(explainer, "to") else explainer
+    torch.manual_seed(config.seed)
+    explainer = FCAM(model, target_layer=_TARGET_LAYER, cam=cam, **config.fcam_options)
+    subset = Subset(train, range(min(config.fcam_train, len(train))))
+    loader = DataLoader(
+        subset,
+        batch_size=config.fcam_batch_size,
+        shuffle=True,
+        drop_last=len(subset) > config.fcam_batch_size,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    explainer.fit(
+        loader, epochs=config.fcam_epochs, lr=config.fcam_lr, device=device,
+        progress=config.progress,
+    )  # fmt: skip
+    if config.cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        explainer.save(path)
+    return explainer
+
+
+def _cam_map_fn(extractor: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def map_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return extractor.explain(images, labels, size=tuple(images.shape[-2:]))
+
+    return map_fn
+
+
+def _fcam_map_fn(explainer: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def map_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return explainer.explain(images, labels)
+
+    return map_fn
+
+
+def _write_visuals(
+    maps: dict[str, torch.Tensor], test: SyntheticWSOL, n: int, out_dir: Path
+) -> dict[str, Any]:
+    from fcam.viz import comparison_grid, overlay
+    from PIL import Image
+
+    items = [test[i] for i in range(n)]
+    images = torch.stack([it["image"] for it in items])
+    overlays = []
+    for label, batch_maps in maps.items():
+        slug = label.lower().replace(" + ", "-").replace("+", "p").replace(" ", "-")
+        for i, it in enumerate(items):
+            path = out_dir / "overlays" / f"{i:02d}-{slug}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            array = overlay(it["raw"], batch_maps[i])
+            Image.fromarray(array).save(path)
+            overlays.append(str(path))
+    grid_path = out_dir / "comparison_grid.png"
+    comparison_grid(
+        images,
+        maps,
+        gt=torch.stack([it["mask"].float() for it in items]),
+        boxes=torch.stack([it["box"] for it in items]),
+        path=grid_path,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
+    return {"grid": str(grid_path), "overlays": overlays}
+
+
+def run_demo(config: DemoConfig | None = None) -> DemoResult:
+    """Run the whole demo (see the module docstring) and write its outputs.
+
+    Args:
+        config: settings; ``DemoConfig()`` by default.
+
+    Returns:
+        The results table, gains, files written and step timings.
+    """
+    config = config or DemoConfig()
+    config.validate()
+    from fcam import cams as cam_methods
+
+    device = _device(config.device)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    train = SyntheticWSOL(config.n_train, size=config.image_size, seed=config.seed, split="train")
+    test = SyntheticWSOL(config.n_test, size=config.image_size, seed=config.seed, split="test")
+    logger.info("data: %s / %s", train, test)
+
+    tick = time.perf_counter()
+    model = train_classifier(config.classifier_config(), device=device, cache=config.cache,
+                             progress=config.progress)  # fmt: skip
+    for p in model.parameters():
+        p.requires_grad_(False)
+    accuracy = evaluate_accuracy(model, test, progress=config.progress)
+    save_classifier(model, out_dir / "classifier.pt", arch="resnet18", image_size=config.image_size)
+    timings["classifier"] = time.perf_counter() - tick
+    logger.info("classifier test accuracy %.1f%%", accuracy)
+
+    test_loader = DataLoader(test, batch_size=config.eval_batch_size)
+    rows: dict[str, LocalizationScores] = {}
+    pairs = []
+    n_show = min(config.num_examples, len(test))
+    shown: dict[str, torch.Tensor] = {}
+    show_batch = [test[i] for i in range(n_show)]
+    show_images = torch.stack([it["image"] for it in show_batch]).to(device) if n_show else None
+    show_labels = torch.tensor([it["label"] for it in show_batch], device=device) if n_show else None
+    checkpoints = {}
+    for cam in config.cams:
+        name = DEMO_CAMS.get(cam, cam)
+        tick = time.perf_counter()
+        with cam_methods.create(cam, model, _TARGET_LAYER) as extractor:
+            cam_fn = _cam_map_fn(extractor)
+            base = evaluate_localization(
+                cam_fn, model, test_loader, device=device,
+                cam_curve_interval=config.cam_curve_interval, progress=config.progress,
+                desc=f"evaluate {name}",
+            )  # fmt: skip
+            if n_show:
+                shown[name] = cam_fn(show_images, show_labels).cpu()
+        timings[f"evaluate {name}"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        explainer = _fit_fcam(model, cam, train, config, device)
+        timings[f"fit F-CAM ({name})"] = time.perf_counter() - tick
+        checkpoints[cam] = out_dir / f"fcam-{cam}.pt"
+        explainer.save(checkpoints[cam])
+        tick = time.perf_counter()
+        fcam_fn = _fcam_map_fn(explainer)
+        fitted = evaluate_localization(
+            fcam_fn, model, test_loader, device=device,
+            cam_curve_interval=config.cam_curve_interval, progress=config.progress,
+            desc=f"evaluate {name} + F-CAM",
+        )  # fmt: skip
+        if n_show:
+            shown[f"{name} + F-CAM"] = fcam_fn(show_images, show_labels).cpu()
+        timings[f"evaluate {name} + F-CAM"] = time.perf_counter() - tick
+        rows[name] = base
+        rows[f"{name} + F-CAM"] = fitted
+        pairs.append((name, base, fitted))
+
+    table = format_table(rows)
+    gains = gain_lines(pairs)
+    files: dict[str, Any] = {
+        "classifier": str(out_dir / "classifier.pt"),
+        "fcam": {cam: str(p) for cam, p in checkpoints.items()},
+    }
+    if n_show:
+        files.update(_write_visuals(shown, test, n_show, out_dir))
+    timings["total"] = time.perf_counter() - t0
+    meta = {
+        "fcam_version": __version__,
+        "config": {k: (str(v) if isinstance(v, Path) else v)
+                   for k, v in dataclasses.asdict(config).items()},  # fmt: skip
+        "device": str(device),
+        "classifier_accuracy": accuracy,
+        "interpolation": "bilinear upsampling of the layer4 CAM, then per-image min-max",
+        "fcam_maps": "foreground probability of the F-CAM decoder (not min-max normalised)",
+        "timings_s": timings,
+    }
+    files["json"] = str(atomic_write_text(out_dir / "results.json", results_json(rows, meta)))
+    markdown = "\n\n".join([
+        "# fcam demo results",
+        f"Synthetic WSOL test split: {config.n_test} images of {config.image_size} px; "
+        f"resnet18 from scratch (test accuracy {accuracy:.1f}%); metrics in percent, GT-known "
+        "class maps, cam_curve_interval "
+        f"{config.cam_curve_interval}.",
+        format_table(rows, markdown=True),
+        "\n".join(f"- {line}" for line in gains),
+    ]) + "\n"  # fmt: skip
+    files["markdown"] = str(atomic_write_text(out_dir / "results.md", markdown))
+    return DemoResult(rows, table, gains, accuracy, files, timings)
