@@ -24,7 +24,7 @@ the unmodified images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Union
 
@@ -116,18 +116,23 @@ def _baseline(images: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     raise ValueError(f"baseline must be 'zeros', 'blur', a float or a tensor, got {baseline!r}")
 
 
-def _perturbation_curve(
+def _perturbation_auc(
     model: nn.Module,
     images: torch.Tensor,
     maps: torch.Tensor,
     targets: Targets,
     steps: int,
-    start: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-) -> torch.Tensor:
+    baseline: Baseline,
+    return_curves: bool,
+    insert: bool,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     maps = _check_inputs(images, maps)
-    batch, channels, height, width = images.shape
+    substrate = _baseline(images, baseline)
+    # Deletion moves baseline pixels onto the image, insertion image pixels onto the baseline.
+    canvas, source = (substrate, images) if insert else (images, substrate)
+    batch, _, height, width = images.shape
     pixels = height * width
     with _evaluating(model):
         tgt = _resolve_targets(targets, _logits(model, images))
@@ -136,17 +141,13 @@ def _perturbation_curve(
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(pixels, device=images.device).expand(batch, -1))
         rank = rank.reshape(batch, 1, height, width)
-        canvas, source = start(images, maps)
         scores = []
         for k in range(steps + 1):
             moved = rank < round(k * pixels / steps)
             scores.append(_probability(_logits(model, torch.where(moved, source, canvas)), tgt))
-    return torch.stack(scores, dim=1)
-
-
-def _trapezoid_auc(curves: torch.Tensor) -> torch.Tensor:
-    steps = curves.shape[1] - 1
-    return (curves.sum(dim=1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
+    curves = torch.stack(scores, dim=1)
+    auc = (curves.sum(dim=1) - (curves[:, 0] + curves[:, -1]) / 2) / steps
+    return (auc, curves) if return_curves else auc
 
 
 def deletion_auc(
@@ -175,12 +176,7 @@ def deletion_auc(
         >>> deletion_auc(model, torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2), steps=4).shape
         torch.Size([2])
     """
-    def start(images: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return images, _baseline(images, baseline)
-
-    curves = _perturbation_curve(model, images, maps, targets, steps, start)
-    auc = _trapezoid_auc(curves)
-    return (auc, curves) if return_curves else auc
+    return _perturbation_auc(model, images, maps, targets, steps, baseline, return_curves, insert=False)
 
 
 def insertion_auc(
@@ -200,12 +196,7 @@ def insertion_auc(
         >>> insertion_auc(model, torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2), steps=4).shape
         torch.Size([2])
     """
-    def start(images: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _baseline(images, baseline), images
-
-    curves = _perturbation_curve(model, images, maps, targets, steps, start)
-    auc = _trapezoid_auc(curves)
-    return (auc, curves) if return_curves else auc
+    return _perturbation_auc(model, images, maps, targets, steps, baseline, return_curves, insert=True)
 
 
 def _confidences(

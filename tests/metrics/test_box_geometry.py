@@ -8,6 +8,14 @@ import pytest
 from fcam.metrics import box_iou, boxes_at_thresholds, resize_bbox
 
 TAUS = np.arange(0, 1, 0.2)
+MULTIMODAL = np.array(
+    [
+        [0.4, 0.0, 0.2, 0.2, 0.2],
+        [0.4, 0.4, 0.0, 0.4, 0.0],
+        [0.0, 0.0, 0.0, 0.4, 0.0],
+        [1.0, 0.6, 0.8, 0.2, 0.2],
+    ]
+)
 
 
 def test_iou_degenerate_zero_boxes_are_one_pixel_boxes():
@@ -76,15 +84,7 @@ def test_boxes_unimodal():
 
 
 def test_boxes_multimodal_largest_contour():
-    scoremap = np.array(
-        [
-            [0.4, 0.0, 0.2, 0.2, 0.2],
-            [0.4, 0.4, 0.0, 0.4, 0.0],
-            [0.0, 0.0, 0.0, 0.4, 0.0],
-            [1.0, 0.6, 0.8, 0.2, 0.2],
-        ]
-    )
-    boxes = boxes_at_thresholds(scoremap, TAUS)
+    boxes = boxes_at_thresholds(MULTIMODAL, TAUS)
     assert [b[0].tolist() for b in boxes] == [
         [0, 0, 4, 3],
         [0, 0, 2, 2],
@@ -95,15 +95,7 @@ def test_boxes_multimodal_largest_contour():
 
 
 def test_boxes_multimodal_all_contours_v2():
-    scoremap = np.array(
-        [
-            [0.4, 0.0, 0.2, 0.2, 0.2],
-            [0.4, 0.4, 0.0, 0.4, 0.0],
-            [0.0, 0.0, 0.0, 0.4, 0.0],
-            [1.0, 0.6, 0.8, 0.2, 0.2],
-        ]
-    )
-    boxes = boxes_at_thresholds(scoremap, [0.2], multi_contour=True)[0]
+    boxes = boxes_at_thresholds(MULTIMODAL, [0.2], multi_contour=True)[0]
     # cut int(0.2 * 255) = 51 keeps the 0.4+ pixels: the top-left L, and the x=3 column which
     # touches the bottom row x=0..2 diagonally (8-connectivity) so they form one contour; each
     # box is (x, y, x + w, y + h) clipped to (W-1, H-1).
