@@ -200,11 +200,8 @@ def best_iou_per_threshold(
         ``(T,)`` float64 best IoU per threshold.
     """
     cuts, group = _distinct_binaries(quantised, thresholds)
-    best = np.array(
-        [
-            box_iou(contour_boxes(_binarise(quantised, cut), multi_contour), gt_boxes).max()
-            for cut in cuts
-        ],
-        dtype=np.float64,
-    )
-    return best[group]
+    per_cut = [contour_boxes(_binarise(quantised, cut), multi_contour) for cut in cuts]
+    # One IoU call for every box of every cut, then the max within each cut's run of rows.
+    starts = np.cumsum([0] + [len(b) for b in per_cut[:-1]])
+    ious = box_iou(np.concatenate(per_cut), gt_boxes).max(axis=1)
+    return np.maximum.reduceat(ious, starts)[group]
