@@ -92,17 +92,21 @@ class BoxResult:
 def _as_box_list(boxes: Any, count: int) -> list[np.ndarray]:
     """Per-image GT boxes from a list of ``(M, 4)`` arrays/tensors or a padded ``(N, M, 4)``.
 
-    Rows of a padded tensor with any negative coordinate (e.g. ``-1`` fill) are padding.
+    Rows of a padded tensor with any negative coordinate (e.g. ``-1`` fill) are padding. A 2-D
+    ``(N, 4)`` tensor with ``N`` = number of maps > 1 is one box per image; for a single map a
+    2-D tensor holds that image's boxes.
     """
     if isinstance(boxes, (torch.Tensor, np.ndarray)) and boxes.ndim == 3:
         padded = _to_tensor(boxes, "boxes").cpu().numpy()
         per_image = [b[(b >= 0).all(axis=1)] for b in padded]
-    elif isinstance(boxes, (torch.Tensor, np.ndarray)) and boxes.ndim == 2 and count == 1:
-        per_image = [_to_tensor(boxes, "boxes").cpu().numpy()]
+    elif isinstance(boxes, (torch.Tensor, np.ndarray)) and boxes.ndim == 2:
+        array = _to_tensor(boxes, "boxes").cpu().numpy()
+        per_image = [array] if count == 1 else [row[None] for row in array]
     elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
         per_image = [_to_tensor(np.asarray(b) if isinstance(b, (list, tuple)) else b, "boxes")
                      .cpu().numpy() for b in boxes]
-        per_image = [b.reshape(0, 4) if b.size == 0 else b for b in per_image]
+        # An empty entry or a single (4,) box per image are reshaped to (M, 4).
+        per_image = [b.reshape(-1, 4) if b.size in (0, 4) else b for b in per_image]
     else:
         raise TypeError(
             "boxes must be a sequence of (M, 4) arrays/tensors (one per image) or a padded "
@@ -179,8 +183,9 @@ class BoxEvaluator:
         Args:
             maps: ``(N, H, W)`` score maps in ``[0, 1]`` (tensor on any device, or array), in the
                 frame of ``boxes`` (224 x 224 for the standard protocol).
-            boxes: GT boxes ``x0, y0, x1, y1`` in the map frame: one ``(M_i, 4)`` array/tensor per
-                image, or a padded ``(N, M, 4)`` tensor whose padding rows are negative.
+            boxes: GT boxes ``x0, y0, x1, y1`` in the map frame: one ``(M_i, 4)`` (or ``(4,)``)
+                array/tensor per image, a padded ``(N, M, 4)`` tensor whose padding rows are
+                negative, or an ``(N, 4)`` tensor holding one box per image.
             labels: ``(N,)`` true classes; with ``logits`` enables top-1/top-5 localisation.
             logits: ``(N, C)`` classifier scores (any monotone transform of them works).
         """

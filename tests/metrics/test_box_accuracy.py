@@ -245,6 +245,18 @@ def test_padded_box_tensor_equals_box_list():
     assert maxboxacc(maps, padded, cam_curve_interval=0.01) == maxboxacc(maps, boxes, cam_curve_interval=0.01)
 
 
+def test_one_box_per_image_forms():
+    maps, boxes = _random_maps(10, n=3)
+    first = np.stack([b[0] for b in boxes])  # (N, 4): one box per image
+    expected = maxboxacc(maps, [b[:1] for b in boxes], cam_curve_interval=0.01)
+    assert maxboxacc(maps, torch.from_numpy(first), cam_curve_interval=0.01) == expected
+    assert maxboxacc(maps, [b[0] for b in boxes], cam_curve_interval=0.01) == expected
+    assert maxboxacc(maps, [b[0].tolist() for b in boxes], cam_curve_interval=0.01) == expected
+    # A single map with a 2-D array: all its rows are that image's boxes.
+    single = maxboxacc(maps[:1], boxes[0], cam_curve_interval=0.01)
+    assert single == maxboxacc(maps[:1], [boxes[0]], cam_curve_interval=0.01)
+
+
 def test_curves_best_tau_and_settings():
     maps, boxes = _random_maps(8, n=4)
     ev = BoxEvaluator(version=2, cam_curve_interval=0.01)
