@@ -23,7 +23,12 @@ def _cams(count: int, size: int, seed: int = 0) -> np.ndarray:
     """Bicubic-upsampled 7 x 7 random CAMs, min-max normalised (the wsolevaluation recipe)."""
     rng = np.random.default_rng(seed)
     maps = np.stack(
-        [cv2.resize(rng.random((7, 7)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) for _ in range(count)]
+        [
+            cv2.resize(
+                rng.random((7, 7)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+            )
+            for _ in range(count)
+        ]
     )
     low, high = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
     return (maps - low) / (high - low)
@@ -32,7 +37,7 @@ def _cams(count: int, size: int, seed: int = 0) -> np.ndarray:
 def _naive(maps: np.ndarray, boxes: list[np.ndarray], interval: float) -> float:
     taus = cam_thresholds(interval)
     correct = np.zeros((3, len(taus)))
-    for scoremap, gt in zip(maps, boxes):
+    for scoremap, gt in zip(maps, boxes, strict=True):
         for t, tau in enumerate(taus):
             est = boxes_at_thresholds(scoremap, [tau], multi_contour=True)[0]
             best = box_iou(est, gt).max()

@@ -41,7 +41,9 @@ def _table(path: Path, width: int, layout: str) -> dict[str, list[str]]:
             # images.txt / classes.txt: the last field is a path or a name, split once.
             parts = line.split(maxsplit=width - 1) if width == 2 else line.split()
             if len(parts) != width:
-                raise WSOLFormatError(f"{path}, line {number}: expected '{layout}', got {line.rstrip()!r}")
+                raise WSOLFormatError(
+                    f"{path}, line {number}: expected '{layout}', got {line.rstrip()!r}"
+                )
             if parts[0] in rows:
                 raise WSOLFormatError(f"{path}, line {number}: duplicate id {parts[0]!r}")
             rows[parts[0]] = [p.strip() for p in parts[1:]] + [str(number)]
@@ -87,7 +89,9 @@ def read_cub_raw(
                 raise WSOLFormatError(f"{root / name}: no entry for img_id {img_id}")
         flag, line = splits[img_id]
         if flag not in ("0", "1"):
-            raise WSOLFormatError(f"{root / 'train_test_split.txt'}, line {line}: flag must be 0 or 1, got {flag!r}")
+            raise WSOLFormatError(
+                f"{root / 'train_test_split.txt'}, line {line}: flag must be 0 or 1, got {flag!r}"
+            )
         if flag != _SPLIT_FLAG[split]:
             continue
         class_id, line = labels[img_id]
@@ -100,9 +104,13 @@ def read_cub_raw(
         try:
             x, y, w, h = (float(c) for c in coords)
         except ValueError:
-            raise WSOLFormatError(f"{root / 'bounding_boxes.txt'}, line {line}: non-numeric box {coords}") from None
+            raise WSOLFormatError(
+                f"{root / 'bounding_boxes.txt'}, line {line}: non-numeric box {coords}"
+            ) from None
         if w < 0 or h < 0 or x < 0 or y < 0:
-            raise WSOLFormatError(f"{root / 'bounding_boxes.txt'}, line {line}: negative box {coords}")
+            raise WSOLFormatError(
+                f"{root / 'bounding_boxes.txt'}, line {line}: negative box {coords}"
+            )
         meta.image_ids.append(rel_path)
         meta.labels[rel_path] = int(class_id) - 1
         meta.boxes[rel_path] = [(int(x), int(y), int(x + w), int(y + h))]

@@ -44,7 +44,14 @@ from torch.utils.data import Dataset
 from fcam.data.wsol_metadata import WSOLFormatError, WSOLMetadata, read_wsol_metadata
 from fcam.metrics.boxes import resize_bbox
 
-__all__ = ["CUBDataset", "ILSVRCDataset", "OpenImagesDataset", "WSOLDataset", "load_mask", "wsol_collate"]
+__all__ = [
+    "CUBDataset",
+    "ILSVRCDataset",
+    "OpenImagesDataset",
+    "WSOLDataset",
+    "load_mask",
+    "wsol_collate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +59,9 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
-def load_mask(path: str | os.PathLike[str], size: int, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(
+    path: str | os.PathLike[str], size: int, expected_hw: tuple[int, int] | None = None
+) -> np.ndarray:
     """Read a mask PNG as greyscale, nearest-resize it to ``size x size`` and threshold ``> 0.5``.
 
     Works for 1-bit, greyscale, RGB and RGBA PNGs (OpenCV's greyscale conversion, as
@@ -156,10 +165,14 @@ class WSOLDataset(Dataset):
     def gt_boxes(self, image_id: str) -> torch.Tensor:
         """GT boxes of ``image_id`` rescaled to the ``size x size`` frame, int64 ``(M, 4)``."""
         original = self.metadata.sizes[image_id]
-        boxes = [resize_bbox(b, original, (self.size, self.size)) for b in self.metadata.boxes[image_id]]
+        boxes = [
+            resize_bbox(b, original, (self.size, self.size)) for b in self.metadata.boxes[image_id]
+        ]
         return torch.tensor(boxes, dtype=torch.int64).reshape(-1, 4)
 
-    def gt_mask(self, image_id: str, image_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def gt_mask(
+        self, image_id: str, image_hw: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(foreground, ignore)`` bool ``(S, S)`` masks of ``image_id``.
 
         ``image_hw`` (the image's ``(height, width)``) enables the mask size check.
@@ -197,7 +210,10 @@ class WSOLDataset(Dataset):
         return item
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(n={len(self)}, kind={self.kind!r}, size={self.size}, root={str(self.data_root)!r})"
+        return (
+            f"{type(self).__name__}(n={len(self)}, kind={self.kind!r}, size={self.size}, "
+            f"root={str(self.data_root)!r})"
+        )
 
 
 def _check_labels(metadata: WSOLMetadata, num_classes: int | None) -> None:
@@ -206,7 +222,9 @@ def _check_labels(metadata: WSOLMetadata, num_classes: int | None) -> None:
         if label is None:
             raise WSOLFormatError(f"no label for image_id {image_id!r}")
         if label < 0 or (num_classes is not None and label >= num_classes):
-            raise WSOLFormatError(f"unknown class id {label} for image_id {image_id!r} (num_classes={num_classes})")
+            raise WSOLFormatError(
+                f"unknown class id {label} for image_id {image_id!r} (num_classes={num_classes})"
+            )
 
 
 class CUBDataset(WSOLDataset):
@@ -219,7 +237,9 @@ class CUBDataset(WSOLDataset):
     default_kind = "boxes"
 
     @classmethod
-    def from_raw(cls, cub_root: str | os.PathLike[str], split: str = "test", **kwargs: Any) -> CUBDataset:
+    def from_raw(
+        cls, cub_root: str | os.PathLike[str], split: str = "test", **kwargs: Any
+    ) -> CUBDataset:
         """Build the dataset from the raw ``CUB_200_2011`` folder (see :func:`read_cub_raw`)."""
         from fcam.data.cub_raw import read_cub_raw
 

@@ -82,7 +82,9 @@ def _number(path: Path, number: int, text: str, what: str) -> float:
         try:
             return float(text)
         except ValueError:
-            raise WSOLFormatError(f"{path}, line {number}: {what} {text!r} is not a number") from None
+            raise WSOLFormatError(
+                f"{path}, line {number}: {what} {text!r} is not a number"
+            ) from None
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -106,7 +108,9 @@ def _read_labels(path: Path, num_classes: int | None) -> dict[str, int]:
         try:
             label = int(text)
         except ValueError:
-            raise WSOLFormatError(f"{path}, line {number}: label {text!r} is not an integer") from None
+            raise WSOLFormatError(
+                f"{path}, line {number}: label {text!r} is not an integer"
+            ) from None
         if label < 0 or (num_classes is not None and label >= num_classes):
             bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
             raise WSOLFormatError(
@@ -120,9 +124,13 @@ def _read_sizes(path: Path) -> dict[str, tuple[int, int]]:
     sizes = {}
     for number, line in _lines(path):
         image_id, w, h = _fields(path, number, line, 3, "image_id,width,height")
-        width, height = (_number(path, number, v, name) for v, name in ((w, "width"), (h, "height")))
+        width, height = (
+            _number(path, number, v, name) for v, name in ((w, "width"), (h, "height"))
+        )
         if width <= 0 or height <= 0:
-            raise WSOLFormatError(f"{path}, line {number}: image size must be positive, got {line!r}")
+            raise WSOLFormatError(
+                f"{path}, line {number}: image size must be positive, got {line!r}"
+            )
         sizes[image_id] = (int(width), int(height))
     return sizes
 

@@ -12,7 +12,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -66,7 +66,8 @@ def write_metadata(metadata: WSOLMetadata, metadata_dir: str | os.PathLike[str])
     _write_lines(ids_file, ids)
     _write_lines(labels_file, (f"{i},{metadata.labels[i]}" for i in ids))
     _write_lines(
-        sizes_file, (f"{i},{metadata.sizes[i][0]},{metadata.sizes[i][1]}" for i in ids if i in metadata.sizes)
+        sizes_file,
+        (f"{i},{metadata.sizes[i][0]},{metadata.sizes[i][1]}" for i in ids if i in metadata.sizes),
     )
     if metadata.kind == "boxes":
         loc = (f"{i},{','.join(_fmt(v) for v in box)}" for i in ids for box in metadata.boxes[i])
@@ -165,11 +166,15 @@ def write_wsol_layout(
         The :class:`WSOLMetadata` written, as :func:`read_wsol_metadata` will read it back.
 
     Example:
-        >>> from fcam.data import SyntheticWSOL  # doctest: +SKIP
-        >>> ds = SyntheticWSOL(10, split="test")  # doctest: +SKIP
-        >>> samples = ({"image_id": ds.image_id(i), "image": ds[i]["raw"], "label": ds[i]["label"],
-        ...             "mask": ds[i]["mask"]} for i in range(len(ds)))  # doctest: +SKIP
-        >>> write_wsol_layout(samples, "out/images", "out/metadata/test", kind="masks")  # doctest: +SKIP
+        >>> import numpy as np
+        >>> image = np.zeros((30, 40, 3), dtype=np.uint8)
+        >>> mask = np.zeros((30, 40), dtype=bool); mask[5:20, 10:30] = True
+        >>> samples = [{"image_id": "val/a/1.png", "image": image, "label": 0, "mask": mask}]
+        >>> meta = write_wsol_layout(samples, "out", "out/meta/val", kind="masks")  # doctest: +SKIP
+        >>> meta.mask_paths["val/a/1.png"]  # doctest: +SKIP
+        ['val/a/1_m0_00000000.png']
+
+        :meth:`fcam.data.SyntheticWSOL.write_wsol` writes a synthetic split this way.
     """
     if kind not in ("boxes", "masks"):
         raise ValueError(f"kind must be 'boxes' or 'masks', got {kind!r}")
@@ -186,7 +191,9 @@ def write_wsol_layout(
             raise ValueError(f"image_id must be a relative path inside data_root, got {image_id!r}")
         array = _image_array(sample["image"])
         height, width = array.shape[:2]
-        _atomic_write(data_root / rel, _encode(Image.fromarray(array), rel.suffix.lower(), jpeg_quality))
+        _atomic_write(
+            data_root / rel, _encode(Image.fromarray(array), rel.suffix.lower(), jpeg_quality)
+        )
         meta.image_ids.append(image_id)
         meta.labels[image_id] = int(sample["label"])
         if write_sizes:
@@ -204,8 +211,11 @@ def write_wsol_layout(
         if not paths:
             raise ValueError(f"sample {image_id!r} has no instance mask")
         ignore = sample.get("ignore")
-        bits = (np.zeros((height, width), bool) if ignore is None
-                else _mask_array(ignore, (height, width), f"ignore of {image_id!r}"))
+        bits = (
+            np.zeros((height, width), bool)
+            if ignore is None
+            else _mask_array(ignore, (height, width), f"ignore of {image_id!r}")
+        )
         rgb = np.repeat((bits.astype(np.uint8) * 255)[..., None], 3, axis=2)
         ignore_path = f"{stem}_ignore.png"
         _atomic_write(mask_root / ignore_path, _encode(Image.fromarray(rgb), ".png", 0))

@@ -78,8 +78,12 @@ class BoxResult:
             self.metric: self.value,
             "max_box_acc": {str(k): v for k, v in self.max_box_acc.items()},
             "best_tau": {str(k): v for k, v in self.best_tau.items()},
-            "top1_loc": None if self.top1_loc is None else {str(k): v for k, v in self.top1_loc.items()},
-            "top5_loc": None if self.top5_loc is None else {str(k): v for k, v in self.top5_loc.items()},
+            "top1_loc": None
+            if self.top1_loc is None
+            else {str(k): v for k, v in self.top1_loc.items()},
+            "top5_loc": None
+            if self.top5_loc is None
+            else {str(k): v for k, v in self.top5_loc.items()},
             "num_images": self.num_images,
             "settings": dict(self.settings),
         }
@@ -103,8 +107,10 @@ def _as_box_list(boxes: Any, count: int) -> list[np.ndarray]:
         array = _to_tensor(boxes, "boxes").cpu().numpy()
         per_image = [array] if count == 1 else [row[None] for row in array]
     elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
-        per_image = [_to_tensor(np.asarray(b) if isinstance(b, (list, tuple)) else b, "boxes")
-                     .cpu().numpy() for b in boxes]
+        per_image = [
+            _to_tensor(np.asarray(b) if isinstance(b, (list, tuple)) else b, "boxes").cpu().numpy()
+            for b in boxes
+        ]
         # An empty entry or a single (4,) box per image are reshaped to (M, 4).
         per_image = [b.reshape(-1, 4) if b.size in (0, 4) else b for b in per_image]
     else:
@@ -154,7 +160,9 @@ class BoxEvaluator:
             raise ValueError(f"version must be 1 (MaxBoxAcc) or 2 (MaxBoxAccV2), got {version!r}")
         self.iou_thresholds = [int(t) for t in iou_thresholds]
         if not self.iou_thresholds or any(not 0 < t <= 100 for t in self.iou_thresholds):
-            raise ValueError(f"iou_thresholds must be percentages in (0, 100], got {iou_thresholds}")
+            raise ValueError(
+                f"iou_thresholds must be percentages in (0, 100], got {iou_thresholds}"
+            )
         if version == 1 and 50 not in self.iou_thresholds:
             raise ValueError("version=1 reports MaxBoxAcc at IoU 50: iou_thresholds must hold 50")
         self.version = version

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +35,8 @@ from torchvision.transforms.functional import gaussian_blur
 
 __all__ = ["average_drop", "deletion_auc", "increase_in_confidence", "insertion_auc"]
 
-Targets = Union[int, Sequence[int], torch.Tensor, None]
-Baseline = Union[str, float, torch.Tensor]
+Targets = int | Sequence[int] | torch.Tensor | None
+Baseline = str | float | torch.Tensor
 
 
 @contextmanager
@@ -62,7 +62,9 @@ def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def _check_inputs(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+        raise ValueError(
+            f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}"
+        )
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}")
     if maps.ndim == 4 and maps.shape[1] == 1:
@@ -75,8 +77,9 @@ def _check_inputs(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         raise ValueError("maps must not contain NaN or inf values")
     maps = maps.to(device=images.device, dtype=images.dtype)
     if maps.shape[-2:] != images.shape[-2:]:
-        maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear",
-                             align_corners=False)[:, 0]
+        maps = F.interpolate(
+            maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0]
     return maps
 
 
@@ -176,7 +179,9 @@ def deletion_auc(
         >>> deletion_auc(model, torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2), steps=4).shape
         torch.Size([2])
     """
-    return _perturbation_auc(model, images, maps, targets, steps, baseline, return_curves, insert=False)
+    return _perturbation_auc(
+        model, images, maps, targets, steps, baseline, return_curves, insert=False
+    )
 
 
 def insertion_auc(
@@ -196,7 +201,9 @@ def insertion_auc(
         >>> insertion_auc(model, torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2), steps=4).shape
         torch.Size([2])
     """
-    return _perturbation_auc(model, images, maps, targets, steps, baseline, return_curves, insert=True)
+    return _perturbation_auc(
+        model, images, maps, targets, steps, baseline, return_curves, insert=True
+    )
 
 
 def _confidences(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Union
 
 import numpy as np
 import torch
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 
 __all__ = ["ArrayLike", "as_maps", "as_masks", "cam_thresholds"]
 
@@ -40,9 +39,7 @@ def cam_thresholds(cam_curve_interval: float) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _cam_thresholds(cam_curve_interval: float) -> np.ndarray:
     if not (0.0 < cam_curve_interval < 1.0) or not np.isfinite(cam_curve_interval):
-        raise ValueError(
-            f"cam_curve_interval must be in (0, 1), got {cam_curve_interval!r}"
-        )
+        raise ValueError(f"cam_curve_interval must be in (0, 1), got {cam_curve_interval!r}")
     return np.arange(0, 1, cam_curve_interval)
 
 

@@ -13,8 +13,22 @@ from fcam.data import CUBDataset, WSOLFormatError, convert_cub_raw, read_cub_raw
 
 # (img_id, path under images/, class_id, is_train, "x y w h", (width, height))
 ROWS = [
-    (1, "001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg", 1, 0, "60.0 27.0 325.0 304.0", (500, 335)),
-    (2, "001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg", 1, 1, "5.7 3.2 27.9 23.6", (40, 30)),
+    (
+        1,
+        "001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg",
+        1,
+        0,
+        "60.0 27.0 325.0 304.0",
+        (500, 335),
+    ),
+    (
+        2,
+        "001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg",
+        1,
+        1,
+        "5.7 3.2 27.9 23.6",
+        (40, 30),
+    ),
     (3, "002.Laysan_Albatross/Laysan_Albatross_0002_1027.jpg", 2, 0, "0.0 0.0 29.0 49.0", (30, 50)),
     (4, "002.Laysan_Albatross/Laysan_Albatross_0003_1033.jpg", 2, 1, "1.5 2.5 10.0 10.0", (25, 25)),
 ]
@@ -60,7 +74,9 @@ def test_convert_writes_wsolevaluation_files(cub_raw, tmp_path):
     assert (test / "image_ids.txt").read_text() == f"{ROWS[0][1]}\n{ROWS[2][1]}"
     assert (test / "class_labels.txt").read_text() == f"{ROWS[0][1]},0\n{ROWS[2][1]},1"
     assert (test / "image_sizes.txt").read_text() == f"{ROWS[0][1]},500,335\n{ROWS[2][1]},30,50"
-    assert (test / "localization.txt").read_text() == f"{ROWS[0][1]},60,27,385,331\n{ROWS[2][1]},0,0,29,49"
+    assert (
+        test / "localization.txt"
+    ).read_text() == f"{ROWS[0][1]},60,27,385,331\n{ROWS[2][1]},0,0,29,49"
     assert (out["train"] / "image_ids.txt").read_text() == f"{ROWS[1][1]}\n{ROWS[3][1]}"
 
 
@@ -69,16 +85,19 @@ def test_from_raw_equals_converted_layout(cub_raw, tmp_path):
     direct = CUBDataset.from_raw(cub_raw, "test", size=64)
     converted = CUBDataset(cub_raw / "images", out["test"], size=64)
     assert len(direct) == len(converted) == 2
-    for a, b in zip(direct, converted):
+    for a, b in zip(direct, converted, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
         assert a["label"] == b["label"]
-    # 500 x 335 -> 64: 60 * 0.128 = 7.68, 27 * 0.19104 = 5.16, 385 * 0.128 = 49.28, 331 * 0.19104 = 63.2
+    # 500 x 335 -> 64: 60 * 0.128 = 7.68, 27 * 0.19104 = 5.16, 385 * 0.128 = 49.28,
+    # 331 * 0.19104 = 63.2
     assert direct[0]["boxes"].tolist() == [[7, 5, 49, 63]]
 
 
 def test_unknown_class_id(cub_raw):
     _write(cub_raw / "image_class_labels.txt", ["1 1", "2 1", "3 7", "4 2"])
-    with pytest.raises(WSOLFormatError, match=r"image_class_labels\.txt, line 3: unknown class id 7"):
+    with pytest.raises(
+        WSOLFormatError, match=r"image_class_labels\.txt, line 3: unknown class id 7"
+    ):
         read_cub_raw(cub_raw, "test")
 
 

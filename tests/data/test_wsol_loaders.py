@@ -55,12 +55,21 @@ CUB_BOXES = [(5, 3, 33, 27), (0, 0, 29, 49), (10, 10, 11, 11), (3, 4, 20, 21)]
 @pytest.fixture
 def cub(tmp_path):
     root, meta = tmp_path / "dataset" / "CUB", tmp_path / "metadata" / "CUB" / "test"
-    for k, (image_id, (w, h)) in enumerate(zip(CUB_IDS, CUB_SIZES)):
+    for k, (image_id, (w, h)) in enumerate(zip(CUB_IDS, CUB_SIZES, strict=True)):
         _image(root / image_id, w, h, k)
     _write(meta / "image_ids.txt", "\n".join(CUB_IDS))
     _write(meta / "class_labels.txt", "\n".join(f"{i},{k // 2}" for k, i in enumerate(CUB_IDS)))
-    _write(meta / "image_sizes.txt", "\n".join(f"{i},{w},{h}" for i, (w, h) in zip(CUB_IDS, CUB_SIZES)))
-    _write(meta / "localization.txt", "\n".join(f"{i},{x0},{y0},{x1},{y1}" for i, (x0, y0, x1, y1) in zip(CUB_IDS, CUB_BOXES)))
+    _write(
+        meta / "image_sizes.txt",
+        "\n".join(f"{i},{w},{h}" for i, (w, h) in zip(CUB_IDS, CUB_SIZES, strict=True)),
+    )
+    _write(
+        meta / "localization.txt",
+        "\n".join(
+            f"{i},{x0},{y0},{x1},{y1}"
+            for i, (x0, y0, x1, y1) in zip(CUB_IDS, CUB_BOXES, strict=True)
+        ),
+    )
     return root, meta
 
 
@@ -87,12 +96,19 @@ def test_cub_image_is_the_protocol_transform(cub):
     root, meta = cub
     ds = CUBDataset(root, meta, return_raw=True)
     item = ds[1]
-    reference = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    reference = transforms.Compose(
+        [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    )
     with Image.open(root / CUB_IDS[1]) as img:
         expected = reference(img.convert("RGB"))
     torch.testing.assert_close(item["image"], expected, rtol=0, atol=1e-6)
     assert item["raw"].dtype == torch.uint8 and item["raw"].shape == (3, 224, 224)
-    torch.testing.assert_close(item["raw"].float() / 255, (expected * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        item["raw"].float() / 255,
+        (expected * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)),
+        rtol=0,
+        atol=1e-5,
+    )
     assert item["label"] == 0 and item["image_id"] == CUB_IDS[1] and item["index"] == 1
     assert "raw" not in CUBDataset(root, meta)[0]
 
@@ -128,7 +144,9 @@ def test_ilsvrc_multiple_boxes(tmp_path):
     _write(meta / "image_ids.txt", "\n".join(ids))
     _write(meta / "class_labels.txt", f"{ids[0]},65\n{ids[1]},999")
     _write(meta / "image_sizes.txt", f"{ids[0]},50,40\n{ids[1]},64,32")
-    _write(meta / "localization.txt", f"{ids[0]},1,2,30,20\n{ids[1]},0,0,63,31\n{ids[1]},10,5,20,15")
+    _write(
+        meta / "localization.txt", f"{ids[0]},1,2,30,20\n{ids[1]},0,0,63,31\n{ids[1]},10,5,20,15"
+    )
     ds = ILSVRCDataset(root, meta, size=64)
     assert ds[0]["boxes"].tolist() == [[1, 3, 38, 32]]
     assert ds[1]["boxes"].tolist() == [[0, 0, 63, 62], [10, 10, 20, 30]]
@@ -154,8 +172,12 @@ def openimages(tmp_path):
     non-empty ignore box overlapping its foreground."""
     root = tmp_path / "OpenImages"
     meta = tmp_path / "metadata" / "OpenImages" / "val"
-    ids = ["val/01226z/32fdab44f6e415f1.jpg", "val/01226z/3a29f0b33894d4a6.jpg",
-           "val/0bt_c3/1cd9ac0169ec7df0.jpg", "val/0bt_c3/3b3b9931325d65c9.jpg"]
+    ids = [
+        "val/01226z/32fdab44f6e415f1.jpg",
+        "val/01226z/3a29f0b33894d4a6.jpg",
+        "val/0bt_c3/1cd9ac0169ec7df0.jpg",
+        "val/0bt_c3/3b3b9931325d65c9.jpg",
+    ]
     rng = np.random.default_rng(0)
     lines, fgs, ignores = [], [], []
     for k, image_id in enumerate(ids):
@@ -206,13 +228,22 @@ def test_openimages_masks_union_ignore_and_nearest_resize(openimages):
     for k in range(4):
         item = ds[k]
         # 28 x 20 -> 56 x 56: nearest neighbour repeats columns twice and rows 2.8 times.
-        expected_fg = cv2.resize(fgs[k].astype(np.float32), (56, 56), interpolation=cv2.INTER_NEAREST) > 0.5
-        expected_ignore = cv2.resize(ignores[k].astype(np.float32), (56, 56), interpolation=cv2.INTER_NEAREST) > 0.5
+        expected_fg = (
+            cv2.resize(fgs[k].astype(np.float32), (56, 56), interpolation=cv2.INTER_NEAREST) > 0.5
+        )
+        expected_ignore = (
+            cv2.resize(ignores[k].astype(np.float32), (56, 56), interpolation=cv2.INTER_NEAREST)
+            > 0.5
+        )
         np.testing.assert_array_equal(item["mask"].numpy(), expected_fg)
         np.testing.assert_array_equal(item["ignore"].numpy(), expected_ignore & ~expected_fg)
         assert item["mask"].dtype == torch.bool and item["label"] == k // 2
     # Hand check of the union: image 0's two 6 x 9 instances.
-    assert ds[0]["mask"].any() and ds[2]["ignore"].sum() > 0 and not (ds[2]["ignore"] & ds[2]["mask"]).any()
+    assert (
+        ds[0]["mask"].any()
+        and ds[2]["ignore"].sum() > 0
+        and not (ds[2]["ignore"] & ds[2]["mask"]).any()
+    )
     assert not ds[0]["ignore"].any()
 
 
@@ -263,13 +294,28 @@ def test_missing_metadata_file_is_named(cub):
 @pytest.mark.parametrize(
     ("name", "line_no", "bad", "match"),
     [
-        ("localization.txt", 2, "{id},1,2,3", r"localization\.txt, line 2: expected 'image_id,x0,y0,x1,y1'"),
+        (
+            "localization.txt",
+            2,
+            "{id},1,2,3",
+            r"localization\.txt, line 2: expected 'image_id,x0,y0,x1,y1'",
+        ),
         ("localization.txt", 3, "{id},1,2,x,4", r"localization\.txt, line 3: coordinate 'x'"),
         ("localization.txt", 1, "{id},5,2,3,4", r"localization\.txt, line 1: box must be"),
         ("class_labels.txt", 4, "{id},two", r"class_labels\.txt, line 4: label 'two'"),
         ("class_labels.txt", 2, "{id},200", r"class_labels\.txt, line 2: unknown class id 200"),
-        ("image_sizes.txt", 3, "{id},40", r"image_sizes\.txt, line 3: expected 'image_id,width,height'"),
-        ("image_sizes.txt", 1, "{id},0,30", r"image_sizes\.txt, line 1: image size must be positive"),
+        (
+            "image_sizes.txt",
+            3,
+            "{id},40",
+            r"image_sizes\.txt, line 3: expected 'image_id,width,height'",
+        ),
+        (
+            "image_sizes.txt",
+            1,
+            "{id},0,30",
+            r"image_sizes\.txt, line 1: image size must be positive",
+        ),
     ],
 )
 def test_malformed_lines_name_file_and_line(cub, name, line_no, bad, match):
@@ -290,7 +336,9 @@ def test_unknown_class_id_respects_num_classes(cub):
 def test_image_without_label_or_size(cub):
     root, meta = cub
     _write(meta / "image_sizes.txt", "\n".join(f"{i},40,30" for i in CUB_IDS[:3]))
-    with pytest.raises(WSOLFormatError, match=r"image_sizes\.txt: no size for image_id .*0003_1033"):
+    with pytest.raises(
+        WSOLFormatError, match=r"image_sizes\.txt: no size for image_id .*0003_1033"
+    ):
         CUBDataset(root, meta)
 
 
@@ -323,8 +371,15 @@ def test_writer_masks_round_trip_with_synthetic_data(tmp_path):
         item = ds[i]
         ignore = np.zeros((32, 32), dtype=bool)
         ignore[:4] = True
-        samples.append({"image_id": ds.image_id(i), "image": item["raw"], "label": item["label"],
-                        "mask": item["mask"], "ignore": ignore})
+        samples.append(
+            {
+                "image_id": ds.image_id(i),
+                "image": item["raw"],
+                "label": item["label"],
+                "mask": item["mask"],
+                "ignore": ignore,
+            }
+        )
     written = write_wsol_layout(samples, tmp_path / "images", tmp_path / "meta", kind="masks")
     assert (tmp_path / "meta" / "image_sizes.txt").read_bytes() == b""
     for name in ("image_ids.txt", "class_labels.txt", "localization.txt"):
@@ -332,7 +387,9 @@ def test_writer_masks_round_trip_with_synthetic_data(tmp_path):
     mask_file = tmp_path / "images" / written.mask_paths[written.image_ids[0]][0]
     with Image.open(mask_file) as m:
         assert m.mode == "1"
-    loaded = OpenImagesDataset(tmp_path / "images", tmp_path / "meta", size=32, num_classes=5, return_raw=True)
+    loaded = OpenImagesDataset(
+        tmp_path / "images", tmp_path / "meta", size=32, num_classes=5, return_raw=True
+    )
     assert loaded.image_ids == [ds.image_id(i) for i in range(4)]
     for i in range(4):
         a, b = ds[i], loaded[i]
@@ -344,12 +401,24 @@ def test_writer_masks_round_trip_with_synthetic_data(tmp_path):
 def test_writer_boxes_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     samples = [
-        {"image_id": "a/1.png", "image": rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), "label": 0, "box": [5, 3, 33, 27]},
-        {"image_id": "b/2.jpg", "image": rng.integers(0, 256, (50, 30, 3), dtype=np.uint8), "label": 1, "boxes": torch.tensor([[0, 0, 29, 49], [1, 2, 3, 4]])},
+        {
+            "image_id": "a/1.png",
+            "image": rng.integers(0, 256, (30, 40, 3), dtype=np.uint8),
+            "label": 0,
+            "box": [5, 3, 33, 27],
+        },
+        {
+            "image_id": "b/2.jpg",
+            "image": rng.integers(0, 256, (50, 30, 3), dtype=np.uint8),
+            "label": 1,
+            "boxes": torch.tensor([[0, 0, 29, 49], [1, 2, 3, 4]]),
+        },
     ]
     write_wsol_layout(samples, tmp_path / "img", tmp_path / "meta", kind="boxes")
     assert (tmp_path / "meta" / "image_sizes.txt").read_text() == "a/1.png,40,30\nb/2.jpg,30,50"
-    assert (tmp_path / "meta" / "localization.txt").read_text() == "a/1.png,5,3,33,27\nb/2.jpg,0,0,29,49\nb/2.jpg,1,2,3,4"
+    assert (
+        tmp_path / "meta" / "localization.txt"
+    ).read_text() == "a/1.png,5,3,33,27\nb/2.jpg,0,0,29,49\nb/2.jpg,1,2,3,4"
     ds = CUBDataset(tmp_path / "img", tmp_path / "meta")
     assert ds[0]["boxes"].tolist() == [[28, 22, 184, 201]]
     assert ds[1]["boxes"].tolist() == [[0, 0, 216, 219], [7, 8, 22, 17]]
@@ -362,8 +431,23 @@ def test_writer_errors(tmp_path):
     with pytest.raises(ValueError, match="kind"):
         write_wsol_layout([], tmp_path, tmp_path / "m", kind="points")
     with pytest.raises(ValueError, match="has shape"):
-        write_wsol_layout([{"image_id": "x.png", "image": img, "label": 0, "mask": np.zeros((4, 4), bool)}], tmp_path, tmp_path / "m", kind="masks")
+        write_wsol_layout(
+            [{"image_id": "x.png", "image": img, "label": 0, "mask": np.zeros((4, 4), bool)}],
+            tmp_path,
+            tmp_path / "m",
+            kind="masks",
+        )
     with pytest.raises(ValueError, match="relative path"):
-        write_wsol_layout([{"image_id": "../x.png", "image": img, "label": 0, "box": [0, 0, 1, 1]}], tmp_path, tmp_path / "m", kind="boxes")
+        write_wsol_layout(
+            [{"image_id": "../x.png", "image": img, "label": 0, "box": [0, 0, 1, 1]}],
+            tmp_path,
+            tmp_path / "m",
+            kind="boxes",
+        )
     with pytest.raises(ValueError, match="suffix"):
-        write_wsol_layout([{"image_id": "x.bmp", "image": img, "label": 0, "box": [0, 0, 1, 1]}], tmp_path, tmp_path / "m", kind="boxes")
+        write_wsol_layout(
+            [{"image_id": "x.bmp", "image": img, "label": 0, "box": [0, 0, 1, 1]}],
+            tmp_path,
+            tmp_path / "m",
+            kind="boxes",
+        )

@@ -40,7 +40,7 @@ def reference_maxboxacc(maps, gt_boxes, version=2, interval=0.001, iou_threshold
     """Loop over every image and every threshold; returns (value, per-IoU maxima, curves)."""
     taus = list(np.arange(0, 1, interval))
     correct = {d: np.zeros(len(taus)) for d in iou_thresholds}
-    for scoremap, gts in zip(maps, gt_boxes):
+    for scoremap, gts in zip(maps, gt_boxes, strict=True):
         for t, tau in enumerate(taus):
             boxes = _reference_boxes(scoremap, tau, multi_contour=version == 2)
             best = max(_reference_iou(b, g) for b in boxes for g in gts)
@@ -108,7 +108,9 @@ def test_fast_path_equals_brute_force_over_1000_thresholds(version, seed):
 def test_float32_maps_quantise_in_float32_like_the_protocol():
     maps, boxes = _random_maps(3, n=4, dtype=np.float32)
     expected, _, _ = reference_maxboxacc(maps, boxes, version=2, interval=0.01)
-    assert maxboxacc(torch.from_numpy(maps), boxes, cam_curve_interval=0.01) == pytest.approx(expected, abs=1e-6)
+    assert maxboxacc(torch.from_numpy(maps), boxes, cam_curve_interval=0.01) == pytest.approx(
+        expected, abs=1e-6
+    )
 
 
 def test_results_are_not_trivial():
@@ -121,8 +123,12 @@ def test_results_are_not_trivial():
 
 def test_perfect_box_maps_score_100():
     maps = np.zeros((3, 20, 20))
-    gts = [np.array([[2, 3, 8, 9]]), np.array([[10, 0, 19, 19]]), np.array([[0, 0, 4, 4], [12, 12, 16, 16]])]
-    for m, g in zip(maps, gts):
+    gts = [
+        np.array([[2, 3, 8, 9]]),
+        np.array([[10, 0, 19, 19]]),
+        np.array([[0, 0, 4, 4], [12, 12, 16, 16]]),
+    ]
+    for m, g in zip(maps, gts, strict=True):
         x0, y0, x1, y1 = g[0]
         m[y0:y1, x0:x1] = 1.0  # boundingRect gives x + w = x1, exactly the GT box
     assert maxboxacc(maps, gts) == 100.0
@@ -207,9 +213,9 @@ def test_per_image_oracle_invariant_to_strictly_monotone_level_maps(version):
     levels = np.arange(0, 256, 17)
     gamma = np.round(255 * (levels / 255.0) ** 2).astype(int)
     assert (np.diff(gamma) > 0).all() and gamma[0] == 0 and gamma[-1] == 255
-    lut = dict(zip(levels, gamma))
+    lut = dict(zip(levels, gamma, strict=True))
     maps, boxes = _random_maps(11, n=4)
-    for scoremap, gt in zip(maps, boxes):
+    for scoremap, gt in zip(maps, boxes, strict=True):
         q = levels[np.abs(scoremap[..., None] * 255 - levels).argmin(-1)]
         q[np.unravel_index(q.argmax(), q.shape)] = 255
         original = (q + 0.25) / 255
@@ -242,7 +248,9 @@ def test_padded_box_tensor_equals_box_list():
     padded = torch.full((4, 3, 4), -1, dtype=torch.int64)
     for i, b in enumerate(boxes):
         padded[i, : len(b)] = torch.from_numpy(b)
-    assert maxboxacc(maps, padded, cam_curve_interval=0.01) == maxboxacc(maps, boxes, cam_curve_interval=0.01)
+    assert maxboxacc(maps, padded, cam_curve_interval=0.01) == maxboxacc(
+        maps, boxes, cam_curve_interval=0.01
+    )
 
 
 def test_one_box_per_image_forms():
@@ -268,7 +276,12 @@ def test_curves_best_tau_and_settings():
         assert r.curves[d].max() == r.max_box_acc[d]
         assert r.best_tau[d] == r.thresholds[int(np.argmax(r.curves[d]))]
     assert r.value == pytest.approx(np.mean([r.max_box_acc[d] for d in (30, 50, 70)]))
-    assert r.settings == {"version": 2, "cam_curve_interval": 0.01, "iou_thresholds": [30, 50, 70], "multi_contour": True}
+    assert r.settings == {
+        "version": 2,
+        "cam_curve_interval": 0.01,
+        "iou_thresholds": [30, 50, 70],
+        "multi_contour": True,
+    }
     assert r.gt_known_loc == r.max_box_acc
     assert r.top1_loc is None and r.to_dict()["MaxBoxAccV2"] == r.value
 
@@ -358,5 +371,9 @@ def test_bad_inputs():
 def test_cuda_maps_match_cpu():
     maps, boxes = _random_maps(9, n=4, dtype=np.float32)
     cpu = maxboxacc(torch.from_numpy(maps), boxes, cam_curve_interval=0.01)
-    gpu = maxboxacc(torch.from_numpy(maps).cuda(), [torch.from_numpy(b).cuda() for b in boxes], cam_curve_interval=0.01)
+    gpu = maxboxacc(
+        torch.from_numpy(maps).cuda(),
+        [torch.from_numpy(b).cuda() for b in boxes],
+        cam_curve_interval=0.01,
+    )
     assert cpu == gpu

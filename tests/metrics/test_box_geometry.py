@@ -38,7 +38,9 @@ def test_iou_realistic_value_8_over_27():
 def test_iou_disjoint_is_zero_and_touching_counts_inclusively():
     assert box_iou(np.array([[0, 0, 1, 1]]), np.array([[3, 3, 4, 4]]))[0, 0] == 0.0
     # Sharing column x=2 inclusively: intersection 1 x 3 pixels, areas 9 and 9.
-    assert box_iou(np.array([[0, 0, 2, 2]]), np.array([[2, 0, 4, 2]]))[0, 0] == pytest.approx(3 / 15)
+    assert box_iou(np.array([[0, 0, 2, 2]]), np.array([[2, 0, 4, 2]]))[0, 0] == pytest.approx(
+        3 / 15
+    )
 
 
 def test_iou_rejects_wrong_convention():

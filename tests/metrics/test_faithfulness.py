@@ -69,9 +69,15 @@ def test_blur_baseline_starts_from_the_blurred_image(setup):
     _, curves = insertion_auc(model, images, maps, targets=0, steps=4, return_curves=True)
     blurred = gaussian_blur(images, [3, 3], [5.0, 5.0])  # RISE's 11 x 11, shrunk to fit 2 x 2
     assert not torch.equal(blurred, images)
-    start = sigmoid(float((blurred.flatten() * torch.tensor([4.0, 3, 2, 1], dtype=torch.float64)).sum()))
-    end = sigmoid(float((images.flatten() * torch.tensor([4.0, 3, 2, 1], dtype=torch.float64)).sum()))
-    assert curves[0, 0].item() == pytest.approx(start) and curves[0, -1].item() == pytest.approx(end)
+    start = sigmoid(
+        float((blurred.flatten() * torch.tensor([4.0, 3, 2, 1], dtype=torch.float64)).sum())
+    )
+    end = sigmoid(
+        float((images.flatten() * torch.tensor([4.0, 3, 2, 1], dtype=torch.float64)).sum())
+    )
+    assert curves[0, 0].item() == pytest.approx(start) and curves[0, -1].item() == pytest.approx(
+        end
+    )
 
 
 def test_better_map_has_lower_deletion_and_higher_insertion(setup):
@@ -85,11 +91,19 @@ def test_better_map_has_lower_deletion_and_higher_insertion(setup):
 
 def test_batched_equals_per_image_and_low_res_maps_are_resized():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
     images = torch.randn(3, 3, 8, 8)
     maps = torch.rand(3, 4, 4)
     batched = deletion_auc(model, images, maps, steps=8)
-    single = torch.cat([deletion_auc(model, images[i : i + 1], maps[i : i + 1], steps=8) for i in range(3)])
+    single = torch.cat(
+        [deletion_auc(model, images[i : i + 1], maps[i : i + 1], steps=8) for i in range(3)]
+    )
     torch.testing.assert_close(batched, single)
     assert batched.shape == (3,) and batched.device == images.device
 
@@ -99,10 +113,14 @@ def test_average_drop_and_increase_golden():
     images = torch.ones(2, 1, 2, 2, dtype=torch.float64)
     maps = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)
     y = sigmoid(8)
-    o0, o1 = sigmoid(7), sigmoid(9)  # image 0 loses pixel 2, image 1 drops the negative pixel
+    # Image 0 keeps the weights 4 and 3; image 1 drops only the negative pixel.
+    o0, o1 = sigmoid(7), sigmoid(9)
+    assert o0 < y < o1
     drops = average_drop(model, images, maps, targets=0, reduction="none")
     torch.testing.assert_close(drops, torch.tensor([100 * (y - o0) / y, 0.0], dtype=torch.float64))
     assert average_drop(model, images, maps, targets=0) == pytest.approx(50 * (y - o0) / y)
+    increases = increase_in_confidence(model, images, maps, targets=0, reduction="none")
+    torch.testing.assert_close(increases, torch.tensor([0.0, 100.0], dtype=torch.float64))
     assert increase_in_confidence(model, images, maps, targets=0) == 50.0
 
 

@@ -15,7 +15,7 @@ def reference_pxap(maps, masks, ignores, interval):
     edges = np.append(taus, [1.0, 2.0, 3.0])
     fg_hist = np.zeros(len(edges) - 1)
     bg_hist = np.zeros(len(edges) - 1)
-    for scoremap, mask, ignore in zip(maps, masks, ignores):
+    for scoremap, mask, ignore in zip(maps, masks, ignores, strict=True):
         ignore = ignore & ~mask
         fg_hist += np.histogram(scoremap[mask & ~ignore], bins=edges)[0]
         bg_hist += np.histogram(scoremap[~mask & ~ignore], bins=edges)[0]
@@ -131,10 +131,14 @@ def test_equals_literal_np_histogram_port(interval, seed):
     pick = rng.random(maps.shape) < 0.3
     maps[pick] = rng.choice(np.r_[taus, 1.0], size=int(pick.sum()))
     expected = reference_pxap(maps, masks, ignores, interval)
-    assert pxap(maps, masks, ignores, cam_curve_interval=interval) == pytest.approx(expected, abs=1e-9)
+    assert pxap(maps, masks, ignores, cam_curve_interval=interval) == pytest.approx(
+        expected, abs=1e-9
+    )
     f32 = maps.astype(np.float32)
     expected32 = reference_pxap(f32, masks, ignores, interval)
-    assert pxap(torch.from_numpy(f32), torch.from_numpy(masks), ignores, interval) == pytest.approx(expected32, abs=1e-9)
+    assert pxap(torch.from_numpy(f32), torch.from_numpy(masks), ignores, interval) == pytest.approx(
+        expected32, abs=1e-9
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -166,7 +170,9 @@ def test_pooled_over_the_split_not_averaged_per_image():
         ev.update(maps[i], masks[i], ignores[i])
     pooled = ev.compute().value
     assert pooled == pytest.approx(reference_pxap(maps, masks, ignores, 0.01), abs=1e-9)
-    per_image = np.mean([pxap(maps[i : i + 1], masks[i : i + 1], ignores[i : i + 1], 0.01) for i in range(3)])
+    per_image = np.mean(
+        [pxap(maps[i : i + 1], masks[i : i + 1], ignores[i : i + 1], 0.01) for i in range(3)]
+    )
     assert abs(pooled - per_image) > 1e-6
 
 
