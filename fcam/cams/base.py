@@ -238,10 +238,11 @@ class _CAM(ABC):
                 "not a (B, C, h, w) spatial map; pick a convolutional layer or pass `reshape_transform`"
             )
         chosen = _resolve_targets(targets, logits)
-        scores = logits.gather(1, chosen[:, None]).squeeze(1)
         grads = None
-        if grad:
-            grads = self._gradients(scores, leaf)
+        with torch.set_grad_enabled(grad):
+            scores = logits.gather(1, chosen[:, None]).squeeze(1)
+            if grad:
+                grads = self._gradients(scores, leaf)
         return _Forward(images, activations.detach(), scores.detach(), chosen, grads)
 
     def _captured(self, store: dict[str, Any]) -> Tensor:
