@@ -3,6 +3,7 @@
 * :func:`maxboxacc`, :class:`BoxEvaluator`: MaxBoxAcc (v1) / MaxBoxAccV2, top-1/top-5 loc.
 * :func:`pxap`, :class:`MaskEvaluator`: pixel-wise average precision.
 * :mod:`fcam.metrics.boxes`: inclusive IoU, ``resize_bbox``, boxes from score maps.
+* :func:`prepare_scoremaps`: CAM -> score map (bicubic/bilinear, normalise after/before/none).
 * :mod:`fcam.metrics.faithfulness`: deletion / insertion AUC, average drop, increase in
   confidence.
 """
@@ -18,6 +19,7 @@ from fcam.metrics.faithfulness import (
     insertion_auc,
 )
 from fcam.metrics.pxap import MaskEvaluator, MaskResult, pxap
+from fcam.metrics.scoremap_prep import normalize_scoremaps, prepare_scoremaps
 from fcam.metrics.scoremaps import cam_thresholds
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "increase_in_confidence",
     "insertion_auc",
     "maxboxacc",
+    "normalize_scoremaps",
+    "prepare_scoremaps",
     "pxap",
     "resize_bbox",
 ]
