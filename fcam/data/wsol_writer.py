@@ -22,12 +22,14 @@ from PIL import Image
 
 from fcam.data.wsol_metadata import METADATA_FILES, WSOLMetadata
 
-__all__ = ["write_metadata", "write_wsol_layout"]
+__all__ = ["atomic_write_bytes", "write_metadata", "write_wsol_layout"]
 
 logger = logging.getLogger(__name__)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``
+    (creating parent folders), so readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -41,7 +43,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _write_lines(path: Path, lines: Iterable[str]) -> None:
-    _atomic_write(path, "\n".join(lines).encode("utf-8"))
+    atomic_write_bytes(path, "\n".join(lines).encode("utf-8"))
 
 
 def _fmt(value: float) -> str:
@@ -191,7 +193,7 @@ def write_wsol_layout(
             raise ValueError(f"image_id must be a relative path inside data_root, got {image_id!r}")
         array = _image_array(sample["image"])
         height, width = array.shape[:2]
-        _atomic_write(
+        atomic_write_bytes(
             data_root / rel, _encode(Image.fromarray(array), rel.suffix.lower(), jpeg_quality)
         )
         meta.image_ids.append(image_id)
@@ -206,7 +208,9 @@ def write_wsol_layout(
         for k, mask in enumerate(_sample_masks(sample)):
             bits = _mask_array(mask, (height, width), f"mask {k} of {image_id!r}")
             path = f"{stem}_m{meta.labels[image_id]}_{k:08x}.png"
-            _atomic_write(mask_root / path, _encode(Image.fromarray(bits).convert("1"), ".png", 0))
+            atomic_write_bytes(
+                mask_root / path, _encode(Image.fromarray(bits).convert("1"), ".png", 0)
+            )
             paths.append(path)
         if not paths:
             raise ValueError(f"sample {image_id!r} has no instance mask")
@@ -218,7 +222,7 @@ def write_wsol_layout(
         )
         rgb = np.repeat((bits.astype(np.uint8) * 255)[..., None], 3, axis=2)
         ignore_path = f"{stem}_ignore.png"
-        _atomic_write(mask_root / ignore_path, _encode(Image.fromarray(rgb), ".png", 0))
+        atomic_write_bytes(mask_root / ignore_path, _encode(Image.fromarray(rgb), ".png", 0))
         meta.mask_paths[image_id] = paths
         meta.ignore_paths[image_id] = ignore_path
     if not meta.image_ids:

@@ -4,6 +4,7 @@
 * :func:`pxap`, :class:`MaskEvaluator`: pixel-wise average precision.
 * :mod:`fcam.metrics.boxes`: inclusive IoU, ``resize_bbox``, boxes from score maps.
 * :func:`prepare_scoremaps`: CAM -> score map (bicubic/bilinear, normalise after/before/none).
+* :func:`evaluate_scoremap_dir`, :func:`save_scoremaps`: wsolevaluation's ``.npy`` workflow.
 * :mod:`fcam.metrics.faithfulness`: deletion / insertion AUC, average drop, increase in
   confidence.
 """
@@ -19,6 +20,7 @@ from fcam.metrics.faithfulness import (
     insertion_auc,
 )
 from fcam.metrics.pxap import MaskEvaluator, MaskResult, pxap
+from fcam.metrics.scoremap_files import evaluate_scoremap_dir, save_scoremaps
 from fcam.metrics.scoremap_prep import normalize_scoremaps, prepare_scoremaps
 from fcam.metrics.scoremaps import cam_thresholds
 
@@ -32,6 +34,7 @@ __all__ = [
     "boxes_at_thresholds",
     "cam_thresholds",
     "deletion_auc",
+    "evaluate_scoremap_dir",
     "increase_in_confidence",
     "insertion_auc",
     "maxboxacc",
@@ -39,4 +42,5 @@ __all__ = [
     "prepare_scoremaps",
     "pxap",
     "resize_bbox",
+    "save_scoremaps",
 ]
