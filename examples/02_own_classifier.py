@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     explainer = fcam.FCAM(
         model, target_layer="stage3", cam="gradcampp", skips=["stem", "stage1", "stage2"]
     )
+    print(f"decoder skips: {[level.name for level in explainer.pyramid.skips if level]}")
     loader = DataLoader(SyntheticWSOL(40 if args.quick else 800, size=size, seed=5),
                         batch_size=20, shuffle=True)
     explainer.fit(loader, epochs=1 if args.quick else 6, device=device, progress=not args.quick)
