@@ -284,7 +284,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 progress=not args.no_progress, desc=label,
             )  # fmt: skip
     print(format_table({label: scores}))
-    print(f"classification accuracy: {scores.classification_acc:.1f}% on {scores.num_images} images")
+    print(f"classification accuracy: {scores.classification_acc:.1f}% "
+          f"on {scores.num_images} images")  # fmt: skip
     if args.out is not None:
         payload = {"method": label, "dataset": str(args.metadata), **scores.to_dict()}
         atomic_write_text(args.out, json.dumps(payload, indent=2) + "\n")

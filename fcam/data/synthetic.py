@@ -388,7 +388,7 @@ class SyntheticWSOL(Dataset):
     def write_wsol(
         self, root: str | os.PathLike[str], kind: str = "masks", progress: bool = False
     ) -> WSOLMetadata:
-        """Write the split in the wsolevaluation layout, readable by :class:`~fcam.data.WSOLDataset`.
+        """Write the split in the wsolevaluation layout (read by :class:`~fcam.data.WSOLDataset`).
 
         Images go to ``root/images/<image_id>`` (PNG, lossless, so the pixels round-trip) and
         the metadata to ``root/metadata/<split>/``. ``kind="masks"`` writes OpenImages-style

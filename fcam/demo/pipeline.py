@@ -98,7 +98,7 @@ class DemoConfig:
     fcam_epochs: int = 4
     fcam_train: int = 600
     fcam_batch_size: int = 16
-    fcam_lr: float = 1e-3
+    fcam_lr: float = 0.01
     fcam_options: dict[str, Any] = field(default_factory=dict)
     eval_batch_size: int = 50
     num_examples: int = 8
@@ -194,7 +194,7 @@ def _device(device: str | None) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be a torch device string such as 'cpu', got {device!r}") from None
+        raise ValueError(f"device must be a torch device such as 'cpu', got {device!r}") from None
 
 
 def _fit_fcam(
@@ -311,8 +311,9 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     n_show = min(config.num_examples, len(test))
     shown: dict[str, torch.Tensor] = {}
     show_batch = [test[i] for i in range(n_show)]
-    show_images = torch.stack([it["image"] for it in show_batch]).to(device) if n_show else None
-    show_labels = torch.tensor([it["label"] for it in show_batch], device=device) if n_show else None
+    if n_show:
+        show_images = torch.stack([it["image"] for it in show_batch]).to(device)
+        show_labels = torch.tensor([it["label"] for it in show_batch], device=device)
     checkpoints = {}
     for cam in config.cams:
         name = DEMO_CAMS.get(cam, cam)

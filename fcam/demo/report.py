@@ -24,7 +24,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def _cell(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.1f}"
 
 
 def format_table(rows: Mapping[str, LocalizationScores], markdown: bool = False) -> str:
