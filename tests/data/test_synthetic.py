@@ -147,3 +147,30 @@ def test_index_out_of_range_and_bad_label() -> None:
         SyntheticWSOL(3, size=32)[3]
     with pytest.raises(ValueError, match="label"):
         generate_sample(32, len(CLASSES), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kind", ["masks", "boxes"])
+def test_round_trip_through_wsol_writer_and_loader(tmp_path, kind: str) -> None:
+    from fcam.data import WSOLDataset
+
+    ds = SyntheticWSOL(7, size=40, seed=9, split="test")
+    meta = ds.write_wsol(tmp_path, kind=kind)
+    assert meta.image_ids == [ds.image_id(i) for i in range(7)]
+    metadata_dir = tmp_path / "metadata" / "test"
+    assert sorted(p.name for p in metadata_dir.iterdir()) == [
+        "class_labels.txt", "image_ids.txt", "image_sizes.txt", "localization.txt"
+    ]  # fmt: skip
+    loaded = WSOLDataset(tmp_path / "images", metadata_dir, size=40, num_classes=len(CLASSES),
+                         return_raw=True)  # fmt: skip
+    assert loaded.kind == kind and len(loaded) == 7
+    for i in range(7):
+        a, b = ds[i], loaded[i]
+        assert b["label"] == a["label"] and b["image_id"] == ds.image_id(i)
+        # PNG is lossless and the loader's resize is the identity at the same size.
+        assert torch.equal(b["raw"], a["raw"])
+        torch.testing.assert_close(b["image"], a["image"])
+        if kind == "masks":
+            assert torch.equal(b["mask"], a["mask"])
+            assert not b["ignore"].any()
+        else:
+            assert b["boxes"].tolist() == [a["box"].tolist()]
