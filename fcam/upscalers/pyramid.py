@@ -191,7 +191,7 @@ def _probe(model: nn.Module, size: tuple[int, int], in_channels: int) -> list[_E
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     try:
         for name, mod in model.named_modules():
             handles.append(mod.register_forward_hook(make_hook(name)))
@@ -201,7 +201,8 @@ def _probe(model: nn.Module, size: tuple[int, int], in_channels: int) -> list[_E
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return sorted(last.values(), key=lambda e: e.order)
 
 

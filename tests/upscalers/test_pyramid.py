@@ -57,8 +57,9 @@ def test_discovery_per_family(arch: str) -> None:
 
 def test_probe_restores_mode_and_removes_hooks() -> None:
     model = tvm.resnet18(weights=None).train()
+    model.layer2.eval()
     discover_pyramid(model, "layer4")
-    assert model.training
+    assert model.training and not model.layer2.training and not model.layer2[0].bn1.training
     assert all(not m._forward_hooks for m in model.modules())
 
 
