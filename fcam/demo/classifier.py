@@ -183,8 +183,13 @@ def _fit(
 ) -> None:
     dataset = SyntheticWSOL(config.n_train, size=config.image_size, seed=config.data_seed)
     generator = torch.Generator().manual_seed(config.seed)
+    # Drop a ragged last batch (BatchNorm dislikes tiny ones) unless it is the only one.
     loader = DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) > config.batch_size,
+        generator=generator,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = max(1, config.epochs * len(loader))
