@@ -14,8 +14,10 @@ trained on the synthetic training split. ``--fcam`` adds a saved F-CAM (e.g. the
 written by ``01_quickstart.py``).
 
 Protocol (see the "Evaluation protocol" page of the docs): images resized to 224 x 224 without
-crop, GT-class CAMs, min-max normalised; MaxBoxAccV2 with 1,000 thresholds, IoU 30/50/70;
-PxAP pooled over all pixels; plus top-1 / top-5 localisation for box datasets.
+crop; GT-class CAMs upsampled bicubically and then min-max normalised
+(:func:`fcam.metrics.prepare_scoremaps`, wsolevaluation's recipe); F-CAM probabilities used as
+they are; MaxBoxAccV2 with 1,000 thresholds, IoU 30/50/70; PxAP pooled over all pixels; plus
+top-1 / top-5 localisation for box datasets.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import fcam
 from fcam import cams
 from fcam.data import SyntheticWSOL, WSOLDataset, write_wsol_layout, wsol_collate
 from fcam.demo import ClassifierConfig, train_classifier
-from fcam.metrics import BoxEvaluator, MaskEvaluator
+from fcam.metrics import BoxEvaluator, MaskEvaluator, prepare_scoremaps
 
 
 def write_synthetic_layout(root: Path, n: int, size: int) -> dict[str, tuple[Path, Path]]:
@@ -84,7 +86,9 @@ def evaluate(
     for batch in loader:
         images = batch["image"].to(device)
         labels = batch["label"].to(device)
-        maps = {name: ex.explain(images, targets=labels) for name, ex in extractors.items()}
+        frame = tuple(images.shape[-2:])
+        maps = {name: prepare_scoremaps(ex(images, targets=labels), frame)
+                for name, ex in extractors.items()}
         if explainer is not None:
             with torch.no_grad():
                 maps["fcam"] = explainer.explain(images)
