@@ -22,6 +22,7 @@ from torch import nn
 from fcam.cams.activation import CAM, ISCAM, SSCAM, ScoreCAM
 from fcam.cams.base import _CAM
 from fcam.cams.gradient import GradCAM, GradCAMpp, LayerCAM, SmoothGradCAMpp, XGradCAM
+from fcam.cams.inputs import check_images
 from fcam.cams.layers import locate_target_layer, model_logits, resolve_layer
 from fcam.cams.maps import normalize, upsample
 from fcam.cams.transforms import vit_reshape_transform
@@ -37,6 +38,7 @@ __all__ = [
     "SmoothGradCAMpp",
     "XGradCAM",
     "available",
+    "check_images",
     "create",
     "locate_target_layer",
     "model_logits",

@@ -17,12 +17,13 @@ shift-invariant.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from fcam.cams.base import ReshapeFn, _CAM, _Forward, _generator, _positive_int
-from fcam.cams.layers import OutputFn, resolve_layer
+from fcam.cams.base import _CAM, _Forward, _generator, _positive_int
+from fcam.cams.layers import resolve_layer
 from fcam.cams.maps import normalize, upsample
 
 __all__ = ["CAM", "ISCAM", "SSCAM", "ScoreCAM"]
@@ -51,8 +52,7 @@ class CAM(_CAM):
         model: the classifier.
         target_layer: module, dotted name, or ``None`` (last spatial layer).
         fc_layer: the linear classifier (module or dotted name); found automatically if ``None``.
-        output_fn: maps the model output to logits.
-        reshape_transform: maps the layer output to ``(B, C, h, w)``.
+        **kwargs: ``output_fn`` and ``reshape_transform``, as in :class:`fcam.cams.GradCAM`.
 
     Raises:
         ValueError: if no linear layer can be found.
@@ -64,10 +64,9 @@ class CAM(_CAM):
         target_layer: nn.Module | str | None = None,
         *,
         fc_layer: nn.Module | str | None = None,
-        output_fn: OutputFn | None = None,
-        reshape_transform: ReshapeFn | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, target_layer, output_fn=output_fn, reshape_transform=reshape_transform)
+        super().__init__(model, target_layer, **kwargs)
         if fc_layer is None:
             linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
             if not linears:
@@ -114,10 +113,9 @@ class _ScoreCAM(_CAM):
         target_layer: nn.Module | str | None = None,
         *,
         batch_size: int = 32,
-        output_fn: OutputFn | None = None,
-        reshape_transform: ReshapeFn | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, target_layer, output_fn=output_fn, reshape_transform=reshape_transform)
+        super().__init__(model, target_layer, **kwargs)
         self.batch_size = _positive_int(batch_size, "batch_size")
 
     def _masks(self, activations: Tensor, size: tuple[int, int]) -> Tensor:
@@ -193,12 +191,10 @@ class SSCAM(_ScoreCAM):
     Args:
         model: the classifier.
         target_layer: module, dotted name, or ``None``.
-        batch_size: masked inputs per forward pass.
         num_samples: number of noisy mask sets :math:`N`.
         std: noise standard deviation :math:`\sigma`.
         seed: noise seed.
-        output_fn: maps the model output to logits.
-        reshape_transform: maps the layer output to ``(B, C, h, w)``.
+        **kwargs: ``batch_size``, ``output_fn``, ``reshape_transform`` (see :class:`ScoreCAM`).
     """
 
     def __init__(
@@ -206,17 +202,12 @@ class SSCAM(_ScoreCAM):
         model: nn.Module,
         target_layer: nn.Module | str | None = None,
         *,
-        batch_size: int = 32,
         num_samples: int = 35,
         std: float = 2.0,
         seed: int | None = None,
-        output_fn: OutputFn | None = None,
-        reshape_transform: ReshapeFn | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model, target_layer, batch_size=batch_size, output_fn=output_fn,
-            reshape_transform=reshape_transform,
-        )
+        super().__init__(model, target_layer, **kwargs)
         self._num_samples = _positive_int(num_samples, "num_samples")
         if not std >= 0:
             raise ValueError(f"`std` must be >= 0, got {std!r}")
@@ -243,10 +234,8 @@ class ISCAM(_ScoreCAM):
     Args:
         model: the classifier.
         target_layer: module, dotted name, or ``None``.
-        batch_size: masked inputs per forward pass.
         num_samples: number of integration steps :math:`N`.
-        output_fn: maps the model output to logits.
-        reshape_transform: maps the layer output to ``(B, C, h, w)``.
+        **kwargs: ``batch_size``, ``output_fn``, ``reshape_transform`` (see :class:`ScoreCAM`).
     """
 
     def __init__(
@@ -254,15 +243,10 @@ class ISCAM(_ScoreCAM):
         model: nn.Module,
         target_layer: nn.Module | str | None = None,
         *,
-        batch_size: int = 32,
         num_samples: int = 10,
-        output_fn: OutputFn | None = None,
-        reshape_transform: ReshapeFn | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model, target_layer, batch_size=batch_size, output_fn=output_fn,
-            reshape_transform=reshape_transform,
-        )
+        super().__init__(model, target_layer, **kwargs)
         self._num_samples = _positive_int(num_samples, "num_samples")
 
     def _perturb(self, masks: Tensor, sample: int, generator: torch.Generator | None) -> Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from fcam.cams.inputs import check_images
 from fcam.cams.layers import OutputFn, locate_target_layer, model_logits, resolve_layer
 from fcam.cams.maps import normalize, upsample
 
@@ -100,7 +102,6 @@ class _CAM(ABC):
         self.target_layer: nn.Module | None = None
         if target_layer is not None:
             self.target_name, self.target_layer = resolve_layer(model, target_layer)
-        self._in_channels = _first_conv_channels(model)
         self._handles: list[RemovableHandle] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -140,7 +141,7 @@ class _CAM(ABC):
                 "CAM extractors need autograd and cannot run under torch.inference_mode(); "
                 "call them outside it (torch.no_grad() is fine)"
             )
-        self._check_images(images)
+        check_images(images)
         wanted = _parse_targets(targets, images.shape[0])
         inputs = images.clone() if images.is_inference() else images.detach()
         state = _ModelState(self.model)
@@ -191,19 +192,14 @@ class _CAM(ABC):
 
     # ------------------------------------------------------------------ internals
     def _locate(self, images: Tensor) -> None:
-        name = locate_target_layer(self.model, images)
+        with _rejected_images(images):
+            name = locate_target_layer(self.model, images)
         self.target_name, self.target_layer = resolve_layer(self.model, name)
         logger.info("%s: target_layer=None, using %r", type(self).__name__, name)
 
     def _logits(self, images: Tensor) -> Tensor:
-        try:
+        with _rejected_images(images):
             output = self.model(images)
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:
-            raise ValueError(
-                f"the model rejected `images` of shape {tuple(images.shape)}: {exc}"
-            ) from exc
         return model_logits(output, self.output_fn)
 
     def _forward(self, images: Tensor, targets: Tensor | None, *, grad: bool) -> _Forward:
@@ -268,29 +264,16 @@ class _CAM(ABC):
             grads = self.reshape_transform(grads)
         return grads
 
-    def _check_images(self, images: Any) -> None:
-        if not isinstance(images, Tensor):
-            raise TypeError(f"`images` must be a torch.Tensor, got {type(images).__name__}")
-        if not images.is_floating_point():
-            raise TypeError(f"`images` must be a floating-point tensor, got dtype {images.dtype}")
-        if images.ndim != 4:
-            raise ValueError(f"`images` must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise ValueError("`images` is an empty batch")
-        if self._in_channels is not None and images.shape[1] != self._in_channels:
-            raise ValueError(
-                f"`images` has {images.shape[1]} channels but the model's first convolution "
-                f"expects {self._in_channels}"
-            )
-        if not bool(torch.isfinite(images).all()):
-            raise ValueError("`images` contains NaN or infinite values")
 
-
-def _first_conv_channels(model: nn.Module) -> int | None:
-    for module in model.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return module.in_channels
-    return None
+@contextmanager
+def _rejected_images(images: Tensor) -> Iterator[None]:
+    """Turn the model's own shape/channel errors into a ValueError naming ``images``."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        raise ValueError(f"the model rejected `images` of shape {tuple(images.shape)}: {exc}") from exc
 
 
 def _parse_targets(targets: Targets, batch: int) -> Tensor | None:

@@ -10,13 +10,12 @@ captured activation only; no parameter gradient is ever computed.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from fcam.cams.base import ReshapeFn, _CAM, _Forward, _generator, _positive_int
-from fcam.cams.layers import OutputFn
+from fcam.cams.base import _CAM, _Forward, _generator, _positive_int
 
 __all__ = ["GradCAM", "GradCAMpp", "LayerCAM", "SmoothGradCAMpp", "XGradCAM"]
 
@@ -88,20 +87,13 @@ class GradCAMpp(_GradCAM):
         model: the classifier.
         target_layer: module, dotted name, or ``None`` to use the last spatial layer.
         eps: added to the denominator of :math:`\alpha`.
-        output_fn: maps the model output to logits.
-        reshape_transform: maps the layer output to ``(B, C, h, w)``.
+        **kwargs: ``output_fn`` and ``reshape_transform``, as in :class:`GradCAM`.
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        target_layer: nn.Module | str | None = None,
-        *,
-        eps: float = 1e-6,
-        output_fn: OutputFn | None = None,
-        reshape_transform: ReshapeFn | None = None,
+        self, model: nn.Module, target_layer: nn.Module | str | None = None, *, eps: float = 1e-6, **kwargs: Any
     ) -> None:
-        super().__init__(model, target_layer, output_fn=output_fn, reshape_transform=reshape_transform)
+        super().__init__(model, target_layer, **kwargs)
         self.eps = float(eps)
 
     def _grad_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
@@ -135,9 +127,7 @@ class SmoothGradCAMpp(GradCAMpp):
         num_samples: number of noisy copies :math:`N`.
         std: noise standard deviation :math:`\sigma` (in the units of the model input).
         seed: seed of the noise generator; ``None`` uses torch's global RNG.
-        eps: added to the denominator of :math:`\alpha`.
-        output_fn: maps the model output to logits.
-        reshape_transform: maps the layer output to ``(B, C, h, w)``.
+        **kwargs: ``eps`` (as in :class:`GradCAMpp`), ``output_fn``, ``reshape_transform``.
     """
 
     _needs_grad: ClassVar[bool] = False
@@ -150,13 +140,9 @@ class SmoothGradCAMpp(GradCAMpp):
         num_samples: int = 4,
         std: float = 0.3,
         seed: int | None = None,
-        eps: float = 1e-6,
-        output_fn: OutputFn | None = None,
-        reshape_transform: ReshapeFn | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model, target_layer, eps=eps, output_fn=output_fn, reshape_transform=reshape_transform
-        )
+        super().__init__(model, target_layer, **kwargs)
         if not std >= 0:
             raise ValueError(f"`std` must be >= 0, got {std!r}")
         self.num_samples = _positive_int(num_samples, "num_samples")
@@ -203,20 +189,13 @@ class XGradCAM(_GradCAM):
         model: the classifier.
         target_layer: module, dotted name, or ``None``.
         eps: added to :math:`S_k`.
-        output_fn: maps the model output to logits.
-        reshape_transform: maps the layer output to ``(B, C, h, w)``.
+        **kwargs: ``output_fn`` and ``reshape_transform``, as in :class:`GradCAM`.
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        target_layer: nn.Module | str | None = None,
-        *,
-        eps: float = 1e-7,
-        output_fn: OutputFn | None = None,
-        reshape_transform: ReshapeFn | None = None,
+        self, model: nn.Module, target_layer: nn.Module | str | None = None, *, eps: float = 1e-7, **kwargs: Any
     ) -> None:
-        super().__init__(model, target_layer, output_fn=output_fn, reshape_transform=reshape_transform)
+        super().__init__(model, target_layer, **kwargs)
         self.eps = float(eps)
 
     def _grad_weights(self, activations: Tensor, grads: Tensor) -> Tensor:

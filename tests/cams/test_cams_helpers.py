@@ -136,3 +136,15 @@ def test_vit_reshape_infers_grid() -> None:
 def test_vit_reshape_errors(shape: tuple[int, ...], kwargs: dict) -> None:
     with pytest.raises(ValueError, match="tokens|grid|prefix"):
         cams.vit_reshape_transform(torch.rand(*shape), **kwargs)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def test_check_images_names_the_argument() -> None:
+    x = torch.zeros(2, 3, 4, 4)
+    assert cams.check_images(x, channels=3) is x
+    with pytest.raises(ValueError, match="`batch` has 3 channels but the model expects 1"):
+        cams.check_images(x, channels=1, name="batch")
+    with pytest.raises(TypeError, match="`batch`"):
+        cams.check_images(x.int(), name="batch")
