@@ -103,6 +103,7 @@ class _CAM(ABC):
         if target_layer is not None:
             self.target_name, self.target_layer = resolve_layer(model, target_layer)
         self._handles: list[RemovableHandle] = []
+        self._warned_blank = False
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> _CAM:
@@ -159,6 +160,7 @@ class _CAM(ABC):
         finally:
             self.remove_hooks()
             state.restore()
+        self._report_blank(cam)
         return cam.float()
 
     def explain(
@@ -191,6 +193,18 @@ class _CAM(ABC):
         """Channel weights ``(B, C)`` or element-wise weights ``(B, C, h, w)``."""
 
     # ------------------------------------------------------------------ internals
+    def _report_blank(self, cam: Tensor) -> None:
+        # All-zero maps (every weighted activation negative, or dead gradients) are a
+        # frequent source of confusion downstream; say so once per extractor.
+        blank = int((cam.flatten(1).amax(dim=1) <= 0).sum())
+        if blank and not self._warned_blank:
+            self._warned_blank = True
+            logger.warning(
+                "%s: %d of %d maps are all zero at `target_layer` %r (the weighted sum is "
+                "negative everywhere); normalize() will return zeros for them",
+                type(self).__name__, blank, cam.shape[0], self.target_name,
+            )
+
     def _locate(self, images: Tensor) -> None:
         with _rejected_images(images):
             name = locate_target_layer(self.model, images)

@@ -148,3 +148,15 @@ def test_check_images_names_the_argument() -> None:
         cams.check_images(x, channels=1, name="batch")
     with pytest.raises(TypeError, match="`batch`"):
         cams.check_images(x.int(), name="batch")
+
+
+def test_blank_maps_are_reported_once(caplog: pytest.LogCaptureFixture, toy: ToyNet, toy_input: Tensor) -> None:
+    # class 1 with only channel 0 present: CAM = relu(-A0) = 0 everywhere
+    x = toy_input.clone()
+    x[:, 1] = 0
+    extractor = cams.CAM(toy, "features")
+    with caplog.at_level(logging.WARNING, logger="fcam.cams"):
+        assert float(extractor(x, 1).abs().sum()) == 0.0
+        extractor(x, 1)
+    assert caplog.text.count("all zero") == 1
+    assert float(extractor.explain(x, 1).abs().sum()) == 0.0
