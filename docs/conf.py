@@ -6,6 +6,7 @@ Build with ``sphinx-build -W -b html docs docs/_build`` (the docs extra installs
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -57,6 +58,11 @@ if os.environ.get("FCAM_DOCS_INTERSPHINX") == "1":
         "torch": ("https://pytorch.org/docs/stable", None),
         "numpy": ("https://numpy.org/doc/stable", None),
     }
+
+# MathJax comes from a CDN; with the optional sphinx-mathjax-offline package installed the
+# pages carry their own copy and render formulas without network access.
+if importlib.util.find_spec("sphinx-mathjax-offline") is not None:
+    extensions.append("sphinx-mathjax-offline")
 
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
