@@ -101,11 +101,16 @@ def _device(text: str) -> str:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", type=_device, default=None,
-                   help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument(
+        "--device",
+        type=_device,
+        default=None,
+        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="log more (-v: info, -vv: debug)")  # fmt: skip
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v: info, -vv: debug)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,23 +134,37 @@ def build_parser() -> argparse.ArgumentParser:
             "overlays/ and comparison_grid.png to --out."
         ),
     )
-    demo.add_argument("--quick", action="store_true",
-                      help="small preset (fewer images and epochs), a few minutes on a CPU")
-    demo.add_argument("--out", type=Path, default=Path("fcam-demo"),
-                      help="output folder (default: ./fcam-demo)")
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="small preset (fewer images and epochs), a few minutes on a CPU",
+    )
+    demo.add_argument(
+        "--out", type=Path, default=Path("fcam-demo"), help="output folder (default: ./fcam-demo)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
-    demo.add_argument("--cams", type=_cam_list, default=("cam", "gradcampp"),
-                      help="comma-separated seed CAM methods (default: cam,gradcampp)")
-    demo.add_argument("--epochs", type=_positive_int, default=None,
-                      help="F-CAM epochs per CAM method")
-    demo.add_argument("--classifier-epochs", type=_positive_int, default=None,
-                      help="classifier training epochs")
+    demo.add_argument(
+        "--cams",
+        type=_cam_list,
+        default=("cam", "gradcampp"),
+        help="comma-separated seed CAM methods (default: cam,gradcampp)",
+    )
+    demo.add_argument(
+        "--epochs", type=_positive_int, default=None, help="F-CAM epochs per CAM method"
+    )
+    demo.add_argument(
+        "--classifier-epochs", type=_positive_int, default=None, help="classifier training epochs"
+    )
     demo.add_argument("--n-train", type=_positive_int, default=None, help="training images")
     demo.add_argument("--n-test", type=_positive_int, default=None, help="test images")
-    demo.add_argument("--image-size", type=_positive_int, default=None,
-                      help="image side in pixels (default 128)")
-    demo.add_argument("--no-cache", action="store_true",
-                      help="retrain the classifier and F-CAM instead of using the cache")
+    demo.add_argument(
+        "--image-size", type=_positive_int, default=None, help="image side in pixels (default 128)"
+    )
+    demo.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="retrain the classifier and F-CAM instead of using the cache",
+    )
     _add_common(demo)
     demo.set_defaults(func=_run_demo)
 
@@ -160,19 +179,36 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     ev.add_argument("--data-root", type=Path, required=True, help="image root folder")
-    ev.add_argument("--metadata", type=Path, required=True,
-                    help="the split's metadata folder, e.g. metadata/CUB/test")
-    ev.add_argument("--mask-root", type=Path, default=None,
-                    help="root of mask paths (default: --data-root)")
-    ev.add_argument("--classifier", type=Path, required=True,
-                    help="classifier checkpoint (the demo's classifier.pt or a ResNet state dict)")
-    ev.add_argument("--arch", default=None, choices=["resnet18", "resnet34", "resnet50"],
-                    help="ResNet of a bare state dict (default: from the checkpoint, or resnet18)")
+    ev.add_argument(
+        "--metadata",
+        type=Path,
+        required=True,
+        help="the split's metadata folder, e.g. metadata/CUB/test",
+    )
+    ev.add_argument(
+        "--mask-root", type=Path, default=None, help="root of mask paths (default: --data-root)"
+    )
+    ev.add_argument(
+        "--classifier",
+        type=Path,
+        required=True,
+        help="classifier checkpoint (the demo's classifier.pt or a ResNet state dict)",
+    )
+    ev.add_argument(
+        "--arch",
+        default=None,
+        choices=["resnet18", "resnet34", "resnet50"],
+        help="ResNet of a bare state dict (default: from the checkpoint, or resnet18)",
+    )
     method = ev.add_mutually_exclusive_group(required=True)
     method.add_argument("--checkpoint", type=Path, help="F-CAM checkpoint (FCAM.save)")
     method.add_argument("--cam", type=_cam_name, help="interpolated CAM method, e.g. gradcampp")
-    ev.add_argument("--size", type=_positive_int, default=224,
-                    help="evaluation frame side (default 224, the protocol's)")
+    ev.add_argument(
+        "--size",
+        type=_positive_int,
+        default=224,
+        help="evaluation frame side (default 224, the protocol's)",
+    )
     ev.add_argument("--batch-size", type=_positive_int, default=32)
     ev.add_argument("--cam-curve-interval", type=_positive_float, default=0.001)
     ev.add_argument("--out", type=Path, default=None, help="also write the scores as JSON here")
@@ -191,10 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex_method.add_argument("--checkpoint", type=Path, help="F-CAM checkpoint (FCAM.save)")
     ex_method.add_argument("--cam", type=_cam_name, help="interpolated CAM method instead")
     ex.add_argument("--out", type=Path, required=True, help="output folder for the overlays")
-    ex.add_argument("--size", type=_positive_int, default=None,
-                    help="input side (default: the classifier's training size, else 224)")
-    ex.add_argument("--target", type=int, default=None,
-                    help="class to explain (default: the predicted class)")
+    ex.add_argument(
+        "--size",
+        type=_positive_int,
+        default=None,
+        help="input side (default: the classifier's training size, else 224)",
+    )
+    ex.add_argument(
+        "--target", type=int, default=None, help="class to explain (default: the predicted class)"
+    )
     ex.add_argument("--save-maps", action="store_true", help="also write the maps as .npy")
     _add_common(ex)
     ex.set_defaults(func=_run_explain)
@@ -213,9 +254,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         "cache": not args.no_cache,
         "progress": not args.no_progress,
     }
-    for option, key in (("epochs", "fcam_epochs"), ("classifier_epochs", "classifier_epochs"),
-                        ("n_train", "n_train"), ("n_test", "n_test"),
-                        ("image_size", "image_size")):  # fmt: skip
+    for option, key in (
+        ("epochs", "fcam_epochs"),
+        ("classifier_epochs", "classifier_epochs"),
+        ("n_train", "n_train"),
+        ("n_test", "n_test"),
+        ("image_size", "image_size"),
+    ):
         if getattr(args, option) is not None:
             overrides[key] = getattr(args, option)
     if args.seed < 0:
@@ -259,8 +304,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         p.requires_grad_(False)
     if not args.metadata.is_dir():
         raise FileNotFoundError(f"metadata folder not found: {args.metadata}")
-    dataset = WSOLDataset(args.data_root, args.metadata, mask_root=args.mask_root,
-                          size=args.size, num_classes=int(meta["num_classes"]))  # fmt: skip
+    dataset = WSOLDataset(
+        args.data_root,
+        args.metadata,
+        mask_root=args.mask_root,
+        size=args.size,
+        num_classes=int(meta["num_classes"]),
+    )
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=wsol_collate)
     explainer = _load_explainer(args, model)
     if explainer is not None:
@@ -270,9 +320,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             with torch.no_grad():
                 return explainer.explain(images, labels)
 
-        scores = evaluate_localization(map_fn, model, loader,
-                                       cam_curve_interval=args.cam_curve_interval,
-                                       progress=not args.no_progress, desc=label)  # fmt: skip
+        scores = evaluate_localization(
+            map_fn,
+            model,
+            loader,
+            cam_curve_interval=args.cam_curve_interval,
+            progress=not args.no_progress,
+            desc=label,
+        )
     else:
         from fcam.cams import create
 
@@ -280,12 +335,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         with create(args.cam, model, "layer4") as extractor:
             scores = evaluate_localization(
                 lambda images, labels: extractor.explain(images, labels, size=images.shape[-2:]),
-                model, loader, cam_curve_interval=args.cam_curve_interval,
-                progress=not args.no_progress, desc=label,
-            )  # fmt: skip
+                model,
+                loader,
+                cam_curve_interval=args.cam_curve_interval,
+                progress=not args.no_progress,
+                desc=label,
+            )
     print(format_table({label: scores}))
-    print(f"classification accuracy: {scores.classification_acc:.1f}% "
-          f"on {scores.num_images} images")  # fmt: skip
+    print(
+        f"classification accuracy: {scores.classification_acc:.1f}% on {scores.num_images} images"
+    )
     if args.out is not None:
         payload = {"method": label, "dataset": str(args.metadata), **scores.to_dict()}
         atomic_write_text(args.out, json.dumps(payload, indent=2) + "\n")
@@ -350,8 +409,10 @@ def _run_explain(args: argparse.Namespace) -> int:
             Image.fromarray(overlay(raw, heat)).save(stem.with_suffix(".png"))
             if args.save_maps:
                 np.save(stem.with_suffix(".npy"), heat.numpy())
-            print(f"{path} -> {stem.with_suffix('.png')} (class {target}, "
-                  f"p={float(logits.softmax(1)[0, target]):.2f})")  # fmt: skip
+            print(
+                f"{path} -> {stem.with_suffix('.png')} (class {target}, "
+                f"p={float(logits.softmax(1)[0, target]):.2f})"
+            )
     finally:
         if extractor is not None:
             extractor.remove_hooks()

@@ -116,11 +116,22 @@ def test_evaluate_checkpoint_on_mask_layout_matches_library(
 ) -> None:
     data = assets["root"] / "masks"
     code, stdout, _ = _run(
-        capsys, "evaluate", "--data-root", str(data / "images"),
-        "--metadata", str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]),
-        "--checkpoint", str(assets["fcam"]), "--size", str(SIZE), "--no-progress",
-        "--out", str(tmp_path / "scores.json"),
-    )  # fmt: skip
+        capsys,
+        "evaluate",
+        "--data-root",
+        str(data / "images"),
+        "--metadata",
+        str(data / "metadata" / "test"),
+        "--classifier",
+        str(assets["classifier"]),
+        "--checkpoint",
+        str(assets["fcam"]),
+        "--size",
+        str(SIZE),
+        "--no-progress",
+        "--out",
+        str(tmp_path / "scores.json"),
+    )
     assert code == 0
     assert "F-CAM (fcam.pt)" in stdout
     written = json.loads((tmp_path / "scores.json").read_text())
@@ -134,12 +145,23 @@ def test_evaluate_cam_on_box_layout_matches_library(
     assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     data = assets["root"] / "boxes"
-    code, stdout, _ = _run(
-        capsys, "evaluate", "--data-root", str(data / "images"),
-        "--metadata", str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]),
-        "--cam", "gradcampp", "--size", str(SIZE), "--no-progress",
-        "--out", str(tmp_path / "scores.json"),
-    )  # fmt: skip
+    code, _, _ = _run(
+        capsys,
+        "evaluate",
+        "--data-root",
+        str(data / "images"),
+        "--metadata",
+        str(data / "metadata" / "test"),
+        "--classifier",
+        str(assets["classifier"]),
+        "--cam",
+        "gradcampp",
+        "--size",
+        str(SIZE),
+        "--no-progress",
+        "--out",
+        str(tmp_path / "scores.json"),
+    )
     assert code == 0
     written = json.loads((tmp_path / "scores.json").read_text())
     direct = _direct_scores(assets, use_fcam=False)
@@ -157,19 +179,43 @@ def test_explain_writes_overlays(
         paths.append(tmp_path / f"img{i}.png")
         Image.fromarray(ds[i]["raw"].permute(1, 2, 0).numpy()).save(paths[-1])
     out = tmp_path / "out"
-    code, stdout, _ = _run(
-        capsys, "explain", *map(str, paths), "--classifier", str(assets["classifier"]),
-        "--checkpoint", str(assets["fcam"]), "--out", str(out), "--save-maps", "--target", "2",
+    code, _, _ = _run(
+        capsys,
+        "explain",
+        *map(str, paths),
+        "--classifier",
+        str(assets["classifier"]),
+        "--checkpoint",
+        str(assets["fcam"]),
+        "--out",
+        str(out),
+        "--save-maps",
+        "--target",
+        "2",
         "--no-progress",
-    )  # fmt: skip
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "img0-class2.npy", "img0-class2.png", "img1-class2.npy", "img1-class2.png"
-    ]  # fmt: skip
+        "img0-class2.npy",
+        "img0-class2.png",
+        "img1-class2.npy",
+        "img1-class2.png",
+    ]
     with Image.open(out / "img0-class2.png") as im:
         assert im.size == (SIZE, SIZE)  # the classifier's training size from its checkpoint
-    code, _, _ = _run(capsys, "explain", str(paths[0]), "--classifier", str(assets["classifier"]),
-                      "--cam", "cam", "--out", str(out / "cam"), "--size", "80")  # fmt: skip
+    code, _, _ = _run(
+        capsys,
+        "explain",
+        str(paths[0]),
+        "--classifier",
+        str(assets["classifier"]),
+        "--cam",
+        "cam",
+        "--out",
+        str(out / "cam"),
+        "--size",
+        "80",
+    )
     assert code == 0
     (png,) = (out / "cam").glob("img0-class*.png")
     with Image.open(png) as im:
@@ -211,17 +257,43 @@ def test_missing_checkpoints(
 ) -> None:
     image = tmp_path / "x.png"
     Image.new("RGB", (20, 20)).save(image)
-    code, _, err = _run(capsys, "explain", str(image), "--classifier", str(assets["classifier"]),
-                        "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"))
+    code, _, err = _run(
+        capsys,
+        "explain",
+        str(image),
+        "--classifier",
+        str(assets["classifier"]),
+        "--checkpoint",
+        str(tmp_path / "nope.pt"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     _assert_one_line_error(code, err, "F-CAM checkpoint not found", "nope.pt")
-    code, _, err = _run(capsys, "explain", str(image), "--classifier", str(tmp_path / "c.pt"),
-                        "--cam", "cam", "--out", str(tmp_path / "o"))
+    code, _, err = _run(
+        capsys,
+        "explain",
+        str(image),
+        "--classifier",
+        str(tmp_path / "c.pt"),
+        "--cam",
+        "cam",
+        "--out",
+        str(tmp_path / "o"),
+    )
     _assert_one_line_error(code, err, "classifier checkpoint not found")
     data = assets["root"] / "boxes"
-    code, _, err = _run(capsys, "evaluate", "--data-root", str(data / "images"),
-                        "--metadata", str(data / "metadata" / "test"),
-                        "--classifier", str(assets["classifier"]),
-                        "--checkpoint", str(tmp_path / "gone.pt"))  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        "evaluate",
+        "--data-root",
+        str(data / "images"),
+        "--metadata",
+        str(data / "metadata" / "test"),
+        "--classifier",
+        str(assets["classifier"]),
+        "--checkpoint",
+        str(tmp_path / "gone.pt"),
+    )
     _assert_one_line_error(code, err, "gone.pt")
 
 
@@ -232,41 +304,102 @@ def test_corrupt_checkpoint_and_bad_target(
     Image.new("RGB", (20, 20)).save(image)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
-    code, _, err = _run(capsys, "explain", str(image), "--classifier", str(assets["classifier"]),
-                        "--checkpoint", str(junk), "--out", str(tmp_path / "o"))
+    code, _, err = _run(
+        capsys,
+        "explain",
+        str(image),
+        "--classifier",
+        str(assets["classifier"]),
+        "--checkpoint",
+        str(junk),
+        "--out",
+        str(tmp_path / "o"),
+    )
     _assert_one_line_error(code, err, "junk.pt")
-    code, _, err = _run(capsys, "explain", str(image), "--classifier", str(assets["classifier"]),
-                        "--cam", "cam", "--target", "9", "--out", str(tmp_path / "o"))
+    code, _, err = _run(
+        capsys,
+        "explain",
+        str(image),
+        "--classifier",
+        str(assets["classifier"]),
+        "--cam",
+        "cam",
+        "--target",
+        "9",
+        "--out",
+        str(tmp_path / "o"),
+    )
     _assert_one_line_error(code, err, "--target")
 
 
 def test_bad_image_paths(
     assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, _, err = _run(capsys, "explain", str(tmp_path / "missing.jpg"), "--classifier",
-                        str(assets["classifier"]), "--cam", "cam", "--out", str(tmp_path))
+    code, _, err = _run(
+        capsys,
+        "explain",
+        str(tmp_path / "missing.jpg"),
+        "--classifier",
+        str(assets["classifier"]),
+        "--cam",
+        "cam",
+        "--out",
+        str(tmp_path),
+    )
     _assert_one_line_error(code, err, "image not found", "missing.jpg")
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    code, _, err = _run(capsys, "explain", str(text), "--classifier", str(assets["classifier"]),
-                        "--cam", "cam", "--out", str(tmp_path))
+    code, _, err = _run(
+        capsys,
+        "explain",
+        str(text),
+        "--classifier",
+        str(assets["classifier"]),
+        "--cam",
+        "cam",
+        "--out",
+        str(tmp_path),
+    )
     _assert_one_line_error(code, err, "not a readable image", "notes.txt")
 
 
 def test_missing_metadata_folder(
     assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, _, err = _run(capsys, "evaluate", "--data-root", str(tmp_path), "--metadata",
-                        str(tmp_path / "meta"), "--classifier", str(assets["classifier"]),
-                        "--cam", "cam")  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        "evaluate",
+        "--data-root",
+        str(tmp_path),
+        "--metadata",
+        str(tmp_path / "meta"),
+        "--classifier",
+        str(assets["classifier"]),
+        "--cam",
+        "cam",
+    )
     _assert_one_line_error(code, err, "metadata")
 
 
 def test_console_entry_point_reports_errors_without_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "fcam", "explain", str(tmp_path / "none.png"),
-         "--classifier", str(tmp_path / "c.pt"), "--cam", "gradcam", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fcam",
+            "explain",
+            str(tmp_path / "none.png"),
+            "--classifier",
+            str(tmp_path / "c.pt"),
+            "--cam",
+            "gradcam",
+            "--out",
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     _assert_one_line_error(proc.returncode, proc.stderr, "image not found")
     assert proc.stdout == ""

@@ -198,8 +198,20 @@ def _polygon(label: int, radius: float, aspect: float) -> np.ndarray:
         return np.stack([r * np.cos(t), r * np.sin(t)], 1) * radius
     if label == 4:  # plus-shaped cross; arm half-width a, arm length 1
         a = 0.2 + 0.15 * aspect
-        pts = [(a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a), (-a, -1), (a, -1),
-               (a, -a), (1, -a), (1, a)]  # fmt: skip
+        pts = [
+            (a, a),
+            (a, 1),
+            (-a, 1),
+            (-a, a),
+            (-1, a),
+            (-1, -a),
+            (-a, -a),
+            (-a, -1),
+            (a, -1),
+            (a, -a),
+            (1, -a),
+            (1, a),
+        ]
         return np.array(pts, dtype=np.float64) * radius
     raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
 
@@ -255,8 +267,9 @@ def _add_distractors(
         elif kind == 1:
             # Partial shape: a small class shape cut by a random half-plane, in a random colour.
             centre, radius, angle, aspect = _random_shape_params(rng, size, 0.08, 0.16)
-            shape = _shape_mask(size, int(rng.integers(0, len(CLASSES))), centre, radius,
-                                angle, aspect)  # fmt: skip
+            shape = _shape_mask(
+                size, int(rng.integers(0, len(CLASSES))), centre, radius, angle, aspect
+            )
             phi = rng.uniform(0, 2 * np.pi)
             half = (xx * size - centre[0]) * np.cos(phi) + (yy * size - centre[1]) * np.sin(phi)
             region = shape & (half > rng.uniform(-0.3, 0.3) * radius)
@@ -410,8 +423,12 @@ class SyntheticWSOL(Dataset):
             for i in tqdm(range(self.n), desc=f"write {self.split}", disable=not progress):
                 item = self[i]
                 gt = {"mask": item["mask"]} if kind == "masks" else {"box": item["box"]}
-                yield {"image_id": self.image_id(i), "image": item["raw"],
-                       "label": item["label"], **gt}  # fmt: skip
+                yield {
+                    "image_id": self.image_id(i),
+                    "image": item["raw"],
+                    "label": item["label"],
+                    **gt,
+                }
 
         return write_wsol_layout(
             samples(), root / "images", root / "metadata" / self.split, kind=kind

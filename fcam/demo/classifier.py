@@ -103,10 +103,10 @@ def load_classifier(
         raise FileNotFoundError(f"classifier checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types on foreign/corrupt files
+    except Exception as exc:  # noqa: BLE001 - torch raises many types on foreign/corrupt files
         raise ValueError(f"cannot read classifier checkpoint {path}: {exc}") from None
     if not isinstance(payload, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+        raise ValueError(f"{path} does not hold a state dict")  # noqa: TRY004 - bad file content
     state_dict = payload.get("state_dict", payload)
     if not isinstance(state_dict, dict) or "fc.weight" not in state_dict:
         raise ValueError(f"{path} is not a torchvision ResNet checkpoint (no fc.weight)")
@@ -178,9 +178,7 @@ def evaluate_accuracy(
     return 100.0 * correct / len(dataset)
 
 
-def _fit(
-    model: nn.Module, config: ClassifierConfig, device: torch.device, progress: bool
-) -> None:
+def _fit(model: nn.Module, config: ClassifierConfig, device: torch.device, progress: bool) -> None:
     dataset = SyntheticWSOL(config.n_train, size=config.image_size, seed=config.data_seed)
     generator = torch.Generator().manual_seed(config.seed)
     # Drop a ragged last batch (BatchNorm dislikes tiny ones) unless it is the only one.

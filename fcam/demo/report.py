@@ -43,9 +43,12 @@ def format_table(rows: Mapping[str, LocalizationScores], markdown: bool = False)
         lines += ["| " + " | ".join(r) + " |" for r in body]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-    )
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        )
+
     rule = "-" * len(fmt(header))
     return "\n".join([fmt(header), rule, *(fmt(r) for r in body)])
 

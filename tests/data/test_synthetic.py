@@ -158,10 +158,14 @@ def test_round_trip_through_wsol_writer_and_loader(tmp_path, kind: str) -> None:
     assert meta.image_ids == [ds.image_id(i) for i in range(7)]
     metadata_dir = tmp_path / "metadata" / "test"
     assert sorted(p.name for p in metadata_dir.iterdir()) == [
-        "class_labels.txt", "image_ids.txt", "image_sizes.txt", "localization.txt"
-    ]  # fmt: skip
-    loaded = WSOLDataset(tmp_path / "images", metadata_dir, size=40, num_classes=len(CLASSES),
-                         return_raw=True)  # fmt: skip
+        "class_labels.txt",
+        "image_ids.txt",
+        "image_sizes.txt",
+        "localization.txt",
+    ]
+    loaded = WSOLDataset(
+        tmp_path / "images", metadata_dir, size=40, num_classes=len(CLASSES), return_raw=True
+    )
     assert loaded.kind == kind and len(loaded) == 7
     for i in range(7):
         a, b = ds[i], loaded[i]

@@ -52,7 +52,10 @@ def test_constant_map_pxap_is_the_positive_fraction(dataset: SyntheticWSOL) -> N
     loader = DataLoader(dataset, batch_size=3)
     positives = sum(int(dataset[i]["mask"].sum()) for i in range(len(dataset)))
     fraction = positives / (len(dataset) * 48 * 48)
-    constant = lambda x, y: torch.full(x.shape[:1] + x.shape[2:], 0.5)  # noqa: E731
+
+    def constant(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.full(x.shape[:1] + x.shape[2:], 0.5)
+
     scores = _evaluate(constant, _ConstantLogits(), loader)
     assert scores.pxap == pytest.approx(100.0 * fraction, abs=1e-6)
     # A constant map yields one box, the whole frame, at every threshold below 0.5.
@@ -88,16 +91,20 @@ def test_bad_map_size_and_missing_ground_truth(dataset: SyntheticWSOL) -> None:
         _evaluate(lambda x, y: torch.zeros(x.shape[0], 4, 4), _ConstantLogits(), loader)
     bare = [{"image": dataset[i]["image"], "label": dataset[i]["label"]} for i in range(2)]
     with pytest.raises(ValueError, match="neither boxes"):
-        _evaluate(
-            lambda x, y: torch.zeros(x.shape[0], 48, 48), _ConstantLogits(), DataLoader(bare)
-        )
+        _evaluate(lambda x, y: torch.zeros(x.shape[0], 48, 48), _ConstantLogits(), DataLoader(bare))
     with pytest.raises(ValueError, match="no batch"):
         _evaluate(lambda x, y: x, _ConstantLogits(), [])
 
 
 def _scores(pxap: float | None, v2: float) -> LocalizationScores:
-    return LocalizationScores(pxap=pxap, maxboxacc_v2=v2, maxboxacc=50.0, top1_loc=25.04,
-                              classification_acc=90.0, num_images=3)  # fmt: skip
+    return LocalizationScores(
+        pxap=pxap,
+        maxboxacc_v2=v2,
+        maxboxacc=50.0,
+        top1_loc=25.04,
+        classification_acc=90.0,
+        num_images=3,
+    )
 
 
 def test_report_table_markdown_json_and_gains() -> None:
