@@ -170,3 +170,19 @@ def test_score_family_matches_torchcam(name: str) -> None:
     actual = cams.create(name, model, "3", batch_size=64, **options)(x, targets)
     assert actual.shape == (2, 8, 8)
     assert rel_err(actual, expected) <= 1e-4
+
+
+def test_torchcam_gradcampp_divergence_is_as_documented() -> None:
+    # torchcam's alpha normalisation is a no-op on a copy, so its weights are sum relu(g)^3
+    # (peers.md 5.2); fcam follows pgc's closed form instead and therefore differs.
+    model = small_cnn()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    targets = [1, 4]
+    acts = model[:4](x).detach().requires_grad_(True)
+    score = model[4:](acts).gather(1, torch.tensor(targets)[:, None]).sum()
+    (grads,) = torch.autograd.grad(score, acts)
+    weights = grads.clamp_min(0).pow(3).sum(dim=(2, 3), keepdim=True)
+    cubed_relu_map = (weights * acts.detach()).sum(1).clamp_min(0)
+    theirs = torchcam_map(tcm.GradCAMpp(model, "3"), model, x, targets, grad=True)
+    assert rel_err(theirs, cubed_relu_map) <= 1e-4
+    assert rel_err(cams.GradCAMpp(model, "3")(x, targets), theirs) > 1e-2
