@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["exact_gaussian_filter", "grid_gaussian_filter"]
+__all__ = ["exact_gaussian_filter", "grid_gaussian_filter", "window_gaussian_filter"]
 
 
 def exact_gaussian_filter(features: Tensor, values: Tensor, chunk: int = 1024) -> Tensor:
@@ -66,47 +66,42 @@ def _axis_kernel(size: int, spacing: float, dtype: torch.dtype, device: torch.de
 
 
 def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, offset: float) -> Tensor:
-    batch, npts, ndim = features.shape
+    """One splat / blur / slice pass for a single point set: (N, D) features, (N, C) values."""
+    npts, ndim = features.shape
     channels = values.shape[-1]
     pos = features / spacing + offset
-    pos = pos - pos.amin(dim=1, keepdim=True).floor()
+    pos = pos - pos.amin(dim=0).floor()
     base = pos.floor()
     frac = pos - base
     base = base.long()
-    sizes = (base.amax(dim=(0, 1)) + 2).tolist()
+    sizes = (base.amax(dim=0) + 2).tolist()
     strides = [1] * ndim
     for d in range(ndim - 2, -1, -1):
         strides[d] = strides[d + 1] * sizes[d + 1]
-    cells = strides[0] * sizes[0]
-    stride_t = torch.tensor(strides, device=features.device)
-    origin = (base * stride_t).sum(-1) + torch.arange(batch, device=features.device)[:, None] * cells
-    origin = origin.reshape(-1)
-    flat_values = values.reshape(-1, channels)
-    frac = frac.reshape(-1, ndim)
+    origin = (base * torch.tensor(strides, device=features.device)).sum(-1)
 
-    corners = []
-    for corner in itertools.product((0, 1), repeat=ndim):
-        index = origin + sum(strides[d] for d in range(ndim) if corner[d])
-        weight = torch.ones_like(frac[:, 0])
-        for d in range(ndim):
-            weight = weight * (frac[:, d] if corner[d] else 1 - frac[:, d])
-        corners.append((index, weight))
+    # The 2^D corners, their flat grid index and multilinear weight, built one axis at a time.
+    indices, weights = [origin], [torch.ones_like(frac[:, 0])]
+    for d in range(ndim):
+        lo, hi = 1 - frac[:, d], frac[:, d]
+        indices = [i for idx in indices for i in (idx, idx + strides[d])]
+        weights = [w for wt in weights for w in (wt * lo, wt * hi)]
 
-    grid = values.new_zeros(batch * cells, channels)
-    for index, weight in corners:
-        grid.index_add_(0, index, flat_values * weight[:, None])
+    grid = values.new_zeros(strides[0] * sizes[0], channels)
+    for index, weight in zip(indices, weights):
+        grid.index_add_(0, index, values * weight[:, None])
 
-    grid = grid.view(batch, *sizes, channels)
+    grid = grid.view(*sizes, channels)
     for d in range(ndim):
         kernel = _axis_kernel(sizes[d], float(spacing[d]), values.dtype, values.device)
-        grid = torch.tensordot(grid, kernel, dims=([1], [0]))  # blurred axis moves last
-    # After D tensordots the layout is (batch, channels, n_0, ..., n_{D-1}).
-    grid = grid.movedim(1, -1).reshape(batch * cells, channels)
+        grid = torch.tensordot(grid, kernel, dims=([0], [0]))  # blurred axis moves last
+    # After D tensordots the layout is (channels, n_0, ..., n_{D-1}).
+    grid = grid.movedim(0, -1).reshape(-1, channels)
 
-    out = values.new_zeros(batch * npts, channels)
-    for index, weight in corners:
+    out = torch.zeros_like(values)
+    for index, weight in zip(indices, weights):
         out += grid[index] * weight[:, None]
-    return out.view(batch, npts, channels)
+    return out
 
 
 def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tensor = 0.5,
@@ -124,8 +119,46 @@ def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tens
     """
     ndim = features.shape[-1]
     spacing = torch.as_tensor(spacing, dtype=features.dtype).expand(ndim).to(features.device)
-    out = None
-    for s in range(shifts):
-        part = _grid_filter_once(features, values, spacing, s / shifts)
-        out = part if out is None else out + part
+    out = torch.zeros_like(values)
+    # One image at a time: the grid spans each image's own feature range and memory stays
+    # that of a single grid.
+    for b in range(features.shape[0]):
+        for s in range(shifts):
+            out[b] += _grid_filter_once(features[b], values[b], spacing, s / shifts)
     return out / shifts
+
+
+def window_gaussian_filter(features: Tensor, values: Tensor, sigma_xy: float,
+                           radius: int) -> Tensor:
+    """``W v`` on a pixel grid, summing only over pixels within a square ``radius`` window.
+
+    For a small spatial bandwidth the spatial factor ``exp(-½ ((dx² + dy²) / σ_xy²))`` is
+    negligible beyond a few ``σ_xy``: with ``radius = 4 σ_xy`` the neglected Gaussian mass is
+    below 1.3e-4. Each pair is evaluated once (half of the offsets, used both ways). Time
+    O(N · radius²), memory O(N).
+
+    Args:
+        features: (B, D, H, W) per-pixel non-spatial features (colours) scaled by their bandwidth.
+        values: (B, C, H, W) values to filter.
+        sigma_xy: spatial bandwidth in pixels.
+        radius: window half-width in pixels.
+
+    Returns:
+        (B, C, H, W) filtered values.
+    """
+    height, width = values.shape[-2:]
+    out = values.clone()  # the i = j term: weight exp(0) = 1
+    for dy in range(0, min(radius, height - 1) + 1):
+        for dx in range(-min(radius, width - 1), min(radius, width - 1) + 1):
+            if dy == 0 and dx <= 0:
+                continue
+            # Pairs (p, p + (dy, dx)) with both pixels inside the image.
+            ys, yt = slice(0, height - dy), slice(dy, height)
+            xs = slice(max(0, -dx), width - max(0, dx))
+            xt = slice(max(0, dx), width + min(0, dx))
+            diff = features[..., ys, xs] - features[..., yt, xt]
+            pair = torch.exp(-0.5 * (diff.pow(2).sum(1, keepdim=True)
+                                     + (dx * dx + dy * dy) / (sigma_xy * sigma_xy)))
+            out[..., ys, xs] += pair * values[..., yt, xt]
+            out[..., yt, xt] += pair * values[..., ys, xs]
+    return out

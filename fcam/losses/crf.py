@@ -18,9 +18,15 @@ Two evaluations of ``W S``:
 
 * ``exact=True``: brute force in row chunks (O(N²) time, O(N) memory per chunk row), the oracle
   for small images;
-* default: a bilateral grid (:func:`fcam.losses.bilateral.grid_gaussian_filter`), linear in the
-  number of pixels. The filtered values of the forward pass are reused by the backward pass, so
-  one filtering per step suffices.
+* default: linear in the number of pixels. For ``σ_xy > 6`` px a bilateral grid
+  (:func:`fcam.losses.bilateral.grid_gaussian_filter`: spacing 0.6 σ in all five dimensions,
+  multilinear splat/slice, four grids shifted along the diagonal and averaged, colour axes
+  rotated onto each image's principal colour axes). For ``σ_xy <= 6`` px exact pairs within a
+  ``4 σ_xy`` window (:func:`fcam.losses.bilateral.window_gaussian_filter`). Measured against
+  the exact loss on natural images, sharp colour edges and smooth random fields (48² and 64²,
+  σ_xy 100 and 5): relative error ≤ 0.5 %, logit-gradient cosine ≥ 0.9999.
+  The filtered values of the forward pass are reused by the backward pass, so one filtering per
+  step suffices.
 
 **Default weight.** The published λ = 2e-9 (224² images, σ_rgb 15, σ_xy 100) was tuned with
 the permutohedral lattice of the original C++ code, whose output is about 0.5× the exact
@@ -39,7 +45,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fcam.losses._validation import check_images, check_probs
-from fcam.losses.bilateral import exact_gaussian_filter, grid_gaussian_filter
+from fcam.losses.bilateral import (
+    exact_gaussian_filter,
+    grid_gaussian_filter,
+    window_gaussian_filter,
+)
 
 __all__ = ["dense_crf_loss", "DenseCRFLoss", "DEFAULT_CRF_WEIGHT"]
 
@@ -48,8 +58,11 @@ DEFAULT_CRF_WEIGHT = 1e-9
 
 # Grid spacing (in bandwidth units) and number of shifted grids of the fast path; see the
 # accuracy table in tests/losses/test_crf.py and the module docstring of fcam.losses.bilateral.
-_GRID_SPACING = 0.5
-_GRID_SHIFTS = 1
+_GRID_SPACING = 0.6
+_GRID_SHIFTS = 4
+# Below this spatial bandwidth (pixels) a 4σ window of exact pairs is cheaper than a grid,
+# whose spatial resolution would have to follow σ_xy (see _filter).
+_WINDOW_MAX_SIGMA_XY = 6.0
 
 
 def _pixel_features(images: Tensor, sigma_rgb: float, sigma_xy: float) -> Tensor:
@@ -63,6 +76,39 @@ def _pixel_features(images: Tensor, sigma_rgb: float, sigma_xy: float) -> Tensor
     coords = torch.stack((xs, ys)).reshape(1, 2, -1).expand(batch, -1, -1) / sigma_xy
     colours = images.reshape(batch, 3, -1) / sigma_rgb
     return torch.cat((coords, colours), dim=1).transpose(1, 2)
+
+
+def _filter(images: Tensor, probs: Tensor, sigma_rgb: float, sigma_xy: float,
+            exact: bool) -> Tensor:
+    """``W S`` per image and class, (B, K, H, W), without gradient."""
+    batch, classes = probs.shape[:2]
+    images = images.detach().to(probs.dtype)
+    probs = probs.detach()
+    if not exact and sigma_xy <= _WINDOW_MAX_SIGMA_XY:
+        radius = math.ceil(4 * sigma_xy)
+        return window_gaussian_filter(images / sigma_rgb, probs, sigma_xy, radius)
+    features = _pixel_features(images, sigma_rgb, sigma_xy)
+    values = probs.reshape(batch, classes, -1).transpose(1, 2)
+    if exact:
+        filtered = exact_gaussian_filter(features, values)
+    else:
+        filtered = grid_gaussian_filter(_align_colours(features), values, _GRID_SPACING,
+                                        _GRID_SHIFTS)
+    return filtered.transpose(1, 2).reshape(probs.shape)
+
+
+def _align_colours(features: Tensor) -> Tensor:
+    """Rotate each image's colour features onto their principal axes.
+
+    ``W`` depends only on colour distances, so any rotation leaves it unchanged; aligning the
+    axes with the colour distribution shrinks its bounding box (natural images lie near the
+    grey diagonal), hence the grid the fast path allocates and blurs.
+    """
+    colours = features[..., 2:]
+    centred = colours - colours.mean(dim=1, keepdim=True)
+    cov = centred.transpose(1, 2) @ centred
+    _, axes = torch.linalg.eigh(cov.double())
+    return torch.cat((features[..., :2], centred @ axes.to(colours.dtype)), dim=-1)
 
 
 class _QuadraticCRF(torch.autograd.Function):
@@ -144,16 +190,9 @@ def dense_crf_loss(
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
         probs = F.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False)
         sigma_xy = sigma_xy * scale
-    batch, classes = probs.shape[:2]
     with torch.no_grad():
-        features = _pixel_features(images.detach().to(probs.dtype), sigma_rgb, sigma_xy)
-        values = probs.detach().reshape(batch, classes, -1).transpose(1, 2)
-        if exact:
-            filtered = exact_gaussian_filter(features, values)
-        else:
-            filtered = grid_gaussian_filter(features, values, _GRID_SPACING, _GRID_SHIFTS)
-        filtered = filtered.transpose(1, 2).reshape(probs.shape)
-    return _QuadraticCRF.apply(probs, filtered, weight / batch)
+        filtered = _filter(images, probs, sigma_rgb, sigma_xy, exact)
+    return _QuadraticCRF.apply(probs, filtered, weight / probs.shape[0])
 
 
 class DenseCRFLoss(nn.Module):
