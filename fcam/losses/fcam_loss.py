@@ -26,9 +26,10 @@ class FCAMLoss(nn.Module):
     ``SizeLoss.weight``); ``seed_weight`` is λ_sl.
 
     Args:
-        seed: seed loss module (partial cross-entropy).
-        crf: dense-CRF loss module, or None to disable the term.
-        size: size-barrier loss module, or None to disable the term.
+        seed: seed loss module (default ``SeedLoss()``).
+        crf: dense-CRF loss module (default ``DenseCRFLoss()``); set its ``weight`` to 0 to
+            turn the term off.
+        size: size-barrier loss module (default ``SizeLoss()``).
         seed_weight: λ_sl.
 
     Example:
@@ -55,19 +56,27 @@ class FCAMLoss(nn.Module):
         self.seed_weight = float(seed_weight)
 
     def forward(self, logits: Tensor, seeds: Tensor, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return ``(total, {"seed": ..., "crf": ..., "size": ...})`` (parts are unweighted by
-        ``seed_weight`` only for ``"seed"``; the CRF and size parts include their own weights)."""
+        """Return ``(total, {"seed": ..., "crf": ..., "size": ...})``.
+
+        Args:
+            logits: (B, 2, H, W) upscaler logits (channel 0 background, 1 foreground).
+            seeds: (B, H, W) long seeds from :func:`fcam.losses.sample_seeds`.
+            images: (B, 3, H, W) RGB in [0, 255], aligned with ``logits``.
+
+        The ``"seed"`` part is before ``seed_weight``; the CRF and size parts include their
+        modules' weights.
+        """
         logits = check_float_tensor(logits, "logits", 4)
         probs = torch.softmax(logits, dim=1)
         parts = {"seed": self.seed(logits, seeds)}
-        parts["crf"] = self.crf(images, probs) if self.crf is not None else logits.new_zeros(())
-        parts["size"] = self.size(probs) if self.size is not None else logits.new_zeros(())
+        parts["crf"] = self.crf(images, probs)
+        parts["size"] = self.size(probs)
         total = self.seed_weight * parts["seed"] + parts["crf"] + parts["size"]
         return total, parts
 
-    def step(self) -> float | None:
+    def step(self) -> float:
         """End-of-epoch update: advance the size barrier schedule; returns its new ``t``."""
-        return self.size.step() if self.size is not None else None
+        return self.size.step()
 
     def extra_repr(self) -> str:
         return f"seed_weight={self.seed_weight}"
