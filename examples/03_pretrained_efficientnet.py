@@ -99,7 +99,7 @@ def imagenet_categories() -> list[str]:
 
 def to_tensor(photo: np.ndarray, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 HWC photo -> (normalised (3, size, size) float, uint8 (3, size, size) raw)."""
-    raw = torch.from_numpy(np.array(Image.fromarray(photo).resize((size, size), Image.BILINEAR)))
+    raw = torch.from_numpy(np.array(Image.fromarray(photo).resize((size, size), Image.Resampling.BILINEAR)))
     raw = raw.permute(2, 0, 1).contiguous()
     image = (raw.float() / 255 - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
     return image, raw
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     parser.add_argument("--out", type=Path, default=Path("fcam_examples_out/pretrained"))
     parser.add_argument("--device", default=None)
+    parser.add_argument("--crops", type=int, default=None, help="augmented crops per epoch")
+    parser.add_argument("--epochs", type=int, default=None, help="F-CAM epochs")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
@@ -164,10 +166,12 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
             maps[name] = extractor.explain(images, targets=top)
 
     # F-CAM fitted on augmented crops of the same photographs, labelled with the predictions.
-    train = AugmentedPhotos(photos, top, length=8 if args.quick else 256)
-    loader = DataLoader(train, batch_size=4 if args.quick else 16, shuffle=True)
-    explainer = fcam.FCAM(model, target_layer="head", cam="gradcampp")
-    explainer.fit(loader, epochs=1 if args.quick else 8, device=device, progress=not args.quick)
+    train = AugmentedPhotos(photos, top, length=args.crops or (8 if args.quick else 96))
+    loader = DataLoader(train, batch_size=4 if args.quick else 8, shuffle=True)
+    # mean/std tell F-CAM how to undo this model's normalisation (the batches also carry "raw").
+    explainer = fcam.FCAM(model, target_layer="head", cam="gradcampp", mean=MEAN, std=STD)
+    explainer.fit(loader, epochs=args.epochs or (1 if args.quick else 6), device=device,
+                  progress=not args.quick)
     with torch.no_grad():
         maps["F-CAM"] = explainer.explain(images, targets=top)
 

@@ -240,6 +240,7 @@ def _as_list(
 
     An array with exactly ``item_ndim`` dimensions is one item, not a batch.
     """
+    listed: list[Any]
     if isinstance(items, (torch.Tensor, np.ndarray)) and items.ndim == item_ndim:
         listed = [items]
     elif isinstance(items, (torch.Tensor, np.ndarray)):
@@ -424,7 +425,7 @@ def comparison_grid(
             tiles.append((Image.fromarray(blended.cpu().numpy()), own))
         for col, (tile, own_boxes) in enumerate(tiles):
             # A mask may have its own resolution: scale boxes by the image size, tiles by resize.
-            tile = tile.resize((tile_w, tile_h), Image.BILINEAR)
+            tile = tile.resize((tile_w, tile_h), Image.Resampling.BILINEAR)
             _draw_boxes(tile, gt_boxes, scale, _GT_BOX_COLOUR)
             if own_boxes is not None:
                 _draw_boxes(tile, own_boxes, scale, _PRED_BOX_COLOUR)
