@@ -17,7 +17,7 @@ shift-invariant.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -102,10 +102,12 @@ class _ScoreCAM(_CAM):
     :math:`w^c = \mathrm{softmax}_k\big(\frac{1}{N}\sum_{n=1}^{N} y^c(x \odot P_n(M_k))\big)`
     for its own perturbations :math:`P_n` (:meth:`_perturb`), then
     :math:`L^c = \mathrm{ReLU}(\sum_k w_k^c A_k)`. The ``B * C`` masked inputs of every
-    sample are forwarded in chunks of ``batch_size``.
+    sample are forwarded in chunks of ``batch_size``; spatially constant channels (all-zero
+    masks) are scored once when the perturbation keeps them at zero.
     """
 
     _num_samples: int = 1
+    _zero_masks_stay_zero: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -135,15 +137,36 @@ class _ScoreCAM(_CAM):
         size = (images.shape[-2], images.shape[-1])
         totals = images.new_zeros(batch * channels)
         with torch.no_grad():
+            live = self._score_blank_channels(fwd, flat, owner, size, totals)
             for sample in range(self._num_samples):
-                for start in range(0, batch * channels, self.batch_size):
-                    chunk = slice(start, start + self.batch_size)
+                for start in range(0, live.numel(), self.batch_size):
+                    chunk = live[start : start + self.batch_size]
                     masks = self._perturb(self._masks(flat[chunk], size), sample, generator)
                     rows = owner[chunk]
                     logits = self._logits(images[rows] * masks.to(images.dtype))
                     totals[chunk] += logits.gather(1, fwd.targets[rows, None]).squeeze(1).to(totals.dtype)
         mean = (totals / self._num_samples).reshape(batch, channels)
         return torch.softmax(mean, dim=1).to(activations.dtype)
+
+    def _score_blank_channels(
+        self, fwd: _Forward, flat: Tensor, owner: Tensor, size: tuple[int, int], totals: Tensor
+    ) -> Tensor:
+        """Score spatially constant channels with one forward pass; return the other indices.
+
+        A constant channel gives an all-zero mask, hence the same all-zero masked input,
+        whatever the channel. When the perturbation keeps zero masks at zero (Score-CAM,
+        IS-CAM), that input is scored once instead of once per channel and sample (an
+        exact shortcut: post-ReLU layers often have dead channels).
+        """
+        everything = torch.arange(flat.shape[0], device=flat.device)
+        if not self._zero_masks_stay_zero:
+            return everything
+        constant = (flat.amax(dim=(1, 2, 3)) == flat.amin(dim=(1, 2, 3)))
+        if not bool(constant.any()) or bool(self._masks(flat[constant][:1], size).any()):
+            return everything
+        blank = self._logits(torch.zeros_like(fwd.images[:1]))[0]
+        totals[constant] = self._num_samples * blank[fwd.targets[owner[constant]]].to(totals.dtype)
+        return everything[~constant]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.target_name!r}, batch_size={self.batch_size})"
@@ -196,6 +219,9 @@ class SSCAM(_ScoreCAM):
         seed: noise seed.
         **kwargs: ``batch_size``, ``output_fn``, ``reshape_transform`` (see :class:`ScoreCAM`).
     """
+
+    # additive noise makes every mask distinct, constant channels included
+    _zero_masks_stay_zero: ClassVar[bool] = False
 
     def __init__(
         self,

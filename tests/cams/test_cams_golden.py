@@ -165,3 +165,19 @@ def test_explain_is_normalised_upsampled_raw_map(name: str, toy: ToyNet, toy_inp
     expected = cams.normalize(torch.nn.functional.interpolate(raw[:, None], size=(6, 6), mode="bilinear")[:, 0])
     torch.testing.assert_close(maps, expected)
     assert float(maps.min()) == 0.0 and float(maps.max()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["scorecam", "iscam"])
+def test_constant_channel_is_scored_once(name: str, toy: ToyNet, toy_input: Tensor) -> None:
+    # A1 = 0 is spatially constant: its mask is 0, x * 0 = 0 and y_0(0) = 0 (no bias).
+    # y_0(x * M_0) = sum (A0 A0/2)^2 / 9 = 4.5/9 = 0.5 (IS-CAM with N = 2: 1.25 * 0.5).
+    x = toy_input.clone()
+    x[:, 1] = 0
+    calls: list[int] = []
+    toy.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    options = {"num_samples": 2} if name == "iscam" else {}
+    score = 0.5 * (1.25 if name == "iscam" else 1.0)
+    w0 = 1 / (1 + math.exp(-score))
+    close(cams.create(name, toy, "features", **options)(x, 0), w0 * A[:1])
+    # capture pass, one pass on the blank input, then only the live channel per sample
+    assert calls == [1, 1] + [1] * options.get("num_samples", 1)
