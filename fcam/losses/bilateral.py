@@ -18,12 +18,15 @@ the un-normalised Gaussian sum including ``j = i``.
   blurs by a tent on each side (variance ``h²/6`` each), so the grid Gaussian uses the
   remaining variance ``1 − h²/3`` and the amplitude ``1 / sqrt(1 − h²/3)`` per dimension;
   its position-dependent error (largest for points sitting on grid nodes versus cell centres)
-  is reduced by averaging ``shifts`` grids offset along the diagonal by fractions of a cell.
+  is reduced by averaging ``shifts`` grids offset along the diagonal by fractions of a cell,
+  and by a symmetric diagonal correction ``D^{-1/2} Ŵ D^{-1/2}`` where ``D_i = Ŵ_ii`` (known in
+  closed form from the point's position in its cell): the self-affinity becomes exactly 1 and
+  pairs of identical colour (flat regions) get their colour factor right, which otherwise
+  carries a systematic error of a few per cent.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -65,15 +68,28 @@ def _axis_kernel(size: int, spacing: float, dtype: torch.dtype, device: torch.de
     return torch.exp(-0.5 * dist * dist / var) / math.sqrt(var)
 
 
-def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, offset: float) -> Tensor:
-    """One splat / blur / slice pass for a single point set: (N, D) features, (N, C) values."""
-    npts, ndim = features.shape
-    channels = values.shape[-1]
+def _cell_positions(features: Tensor, spacing: Tensor, offset: float) -> tuple[Tensor, Tensor]:
+    """Integer cell (from 0) and fractional position in the cell of each (N, D) point."""
     pos = features / spacing + offset
     pos = pos - pos.amin(dim=0).floor()
     base = pos.floor()
-    frac = pos - base
-    base = base.long()
+    return base.long(), pos - base
+
+
+def _self_affinity(frac: Tensor, spacing: Tensor) -> Tensor:
+    """``(Pᵀ G P)_ii`` per point: per axis ``((1−u)² + u²) g0 + 2u(1−u) g1``, multiplied."""
+    var = 1.0 - spacing * spacing / 3.0
+    g0 = 1.0 / var.sqrt()
+    g1 = g0 * torch.exp(-0.5 * spacing * spacing / var)
+    lo = 1.0 - frac
+    return ((lo * lo + frac * frac) * g0 + 2.0 * lo * frac * g1).prod(dim=-1)
+
+
+def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, offset: float) -> Tensor:
+    """One splat / blur / slice pass for a single point set: (N, D) features, (N, C) values."""
+    ndim = features.shape[-1]
+    channels = values.shape[-1]
+    base, frac = _cell_positions(features, spacing, offset)
     sizes = (base.amax(dim=0) + 2).tolist()
     strides = [1] * ndim
     for d in range(ndim - 2, -1, -1):
@@ -123,9 +139,15 @@ def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tens
     # One image at a time: the grid spans each image's own feature range and memory stays
     # that of a single grid.
     for b in range(features.shape[0]):
-        for s in range(shifts):
-            out[b] += _grid_filter_once(features[b], values[b], spacing, s / shifts)
-    return out / shifts
+        offsets = [s / shifts for s in range(shifts)]
+        diag = sum(_self_affinity(_cell_positions(features[b], spacing, o)[1], spacing)
+                   for o in offsets) / shifts
+        norm = diag.rsqrt()[:, None]
+        scaled = values[b] * norm
+        for o in offsets:
+            out[b] += _grid_filter_once(features[b], scaled, spacing, o)
+        out[b] *= norm / shifts
+    return out
 
 
 def window_gaussian_filter(features: Tensor, values: Tensor, sigma_xy: float,
