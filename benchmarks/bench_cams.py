@@ -2,8 +2,9 @@
 
 Each timed call produces normalised maps at input resolution for the same targets:
 ``extractor.explain(images, targets)`` for fcam and ``cam(input_tensor, targets)`` for pgc
-(both: forward, backward or masked passes, weights, ReLU, resize, min-max). The median of
-``--repeats`` timed calls (after one warm-up call) is reported with the ratio fcam/pgc.
+(both: forward, backward or masked passes, weights, ReLU, resize, min-max). After one
+warm-up call each, the two are timed in alternation ``--repeats`` times; the median (or
+``--stat min``) is reported with the ratio fcam/pgc.
 
 Usage::
 
@@ -39,18 +40,24 @@ PAIRS: dict[str, tuple[str, type]] = {
 LAST_STAGE = {"resnet": "layer4", "vgg": "features", "densenet": "features", "convnext": "features"}
 
 
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    fn()  # warm-up: allocator, cudnn autotune, lazy init
-    samples = []
+def timed_pair(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int, device: torch.device, stat: str
+) -> tuple[float, float]:
+    """Time two callables in alternation (so load drifts hit both alike); return their stat."""
+    ours()  # warm-up: allocator, cudnn autotune, lazy init
+    theirs()
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for fn, bucket in zip((ours, theirs), samples):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            bucket.append(time.perf_counter() - start)
+    reduce = statistics.median if stat == "median" else min
+    return reduce(samples[0]), reduce(samples[1])
 
 
 def main() -> None:
@@ -64,6 +71,8 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda if present")
     parser.add_argument("--score-batch-size", type=int, default=32, help="Score-CAM chunk size (both libraries)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="how to summarise the repeats (min is steadier on a loaded machine)")
     args = parser.parse_args()
 
     if args.threads:
@@ -73,7 +82,7 @@ def main() -> None:
     base = getattr(torchvision.models, args.model)(weights=None).eval()
     layer_name = args.layer or next(v for k, v in LAST_STAGE.items() if args.model.startswith(k))
 
-    print(f"model={args.model} layer={layer_name} size={args.size} repeats={args.repeats} "
+    print(f"model={args.model} layer={layer_name} size={args.size} repeats={args.repeats} stat={args.stat} "
           f"threads={torch.get_num_threads()} torch={torch.__version__}")
     header = f"{'device':6} {'method':10} {'batch':>5} {'fcam ms':>10} {'pgc ms':>10} {'fcam/pgc':>9}"
     print(header)
@@ -93,8 +102,11 @@ def main() -> None:
                 theirs = theirs_cls(model=model, target_layers=[layer])
                 if method == "scorecam":
                     theirs.batch_size = args.score_batch_size
-                fcam_s = timed(lambda: ours.explain(images, targets), args.repeats, device)
-                pgc_s = timed(lambda: theirs(input_tensor=images, targets=pgc_targets), args.repeats, device)
+                fcam_s, pgc_s = timed_pair(
+                    lambda: ours.explain(images, targets),
+                    lambda: theirs(input_tensor=images, targets=pgc_targets),
+                    args.repeats, device, args.stat,
+                )
                 theirs.activations_and_grads.release()
                 model.zero_grad(set_to_none=True)  # pgc accumulates parameter grads
                 print(f"{device_name:6} {method:10} {batch:>5} {fcam_s * 1e3:>10.1f} {pgc_s * 1e3:>10.1f} "
