@@ -58,6 +58,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -134,31 +144,64 @@ def build_parser() -> argparse.ArgumentParser:
             "overlays/ and comparison_grid.png to --out."
         ),
     )
+    from fcam.demo.config import DemoConfig
+
+    full, quick = DemoConfig(), DemoConfig.quick()
+
+    def preset(attr: str) -> str:
+        return f"default {getattr(full, attr)}, --quick {getattr(quick, attr)}"
+
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="small preset (fewer images and epochs), a few minutes on a CPU",
+        help="small preset (fewer images and epochs): about 3 minutes on a 2-core CPU",
     )
     demo.add_argument(
-        "--out", type=Path, default=Path("fcam-demo"), help="output folder (default: ./fcam-demo)"
+        "--out",
+        type=Path,
+        default=Path("fcam-demo"),
+        metavar="DIR",
+        help="output folder (default: ./fcam-demo)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
+    demo.add_argument(
+        "--seed", type=_non_negative_int, default=0, metavar="N", help="seed (default 0)"
+    )
     demo.add_argument(
         "--cams",
         type=_cam_list,
         default=("cam", "gradcampp"),
+        metavar="LIST",
         help="comma-separated seed CAM methods (default: cam,gradcampp)",
     )
     demo.add_argument(
-        "--epochs", type=_positive_int, default=None, help="F-CAM epochs per CAM method"
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help=f"F-CAM epochs per CAM method ({preset('fcam_epochs')})",
     )
     demo.add_argument(
-        "--classifier-epochs", type=_positive_int, default=None, help="classifier training epochs"
+        "--classifier-epochs",
+        type=_positive_int,
+        metavar="N",
+        help=f"classifier epochs ({preset('classifier_epochs')})",
     )
-    demo.add_argument("--n-train", type=_positive_int, default=None, help="training images")
-    demo.add_argument("--n-test", type=_positive_int, default=None, help="test images")
     demo.add_argument(
-        "--image-size", type=_positive_int, default=None, help="image side in pixels (default 128)"
+        "--n-train", type=_positive_int, metavar="N", help=f"training images ({preset('n_train')})"
+    )
+    demo.add_argument(
+        "--n-test", type=_positive_int, metavar="N", help=f"test images ({preset('n_test')})"
+    )
+    demo.add_argument(
+        "--image-size",
+        type=_positive_int,
+        metavar="PX",
+        help=f"image side in pixels (default {full.image_size})",
+    )
+    demo.add_argument(
+        "--crf-weight",
+        type=_positive_float,
+        metavar="W",
+        help="F-CAM CRF weight at the 224x224 reference (default: fcam.FCAM's)",
     )
     demo.add_argument(
         "--no-cache",
@@ -263,8 +306,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     ):
         if getattr(args, option) is not None:
             overrides[key] = getattr(args, option)
-    if args.seed < 0:
-        raise _UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.crf_weight is not None:
+        overrides["fcam_options"] = {"crf_weight": args.crf_weight}
     config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     result = run_demo(config)
     print(result.table)

@@ -1,18 +1,27 @@
-"""The ``fcam demo`` pipeline and its building blocks (cached classifier training)."""
+"""The ``fcam demo`` pipeline and its building blocks (cached classifier training, scoring).
+
+Attributes load lazily so that ``fcam --help`` does not import torch.
+"""
 
 from __future__ import annotations
 
-from fcam.demo.cache import cache_dir
-from fcam.demo.classifier import (
-    ClassifierConfig,
-    build_classifier,
-    evaluate_accuracy,
-    load_classifier,
-    save_classifier,
-    train_classifier,
-)
-from fcam.demo.evaluation import LocalizationScores, evaluate_localization
-from fcam.demo.pipeline import DemoConfig, DemoResult, run_demo
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ClassifierConfig": "fcam.demo.classifier",
+    "build_classifier": "fcam.demo.classifier",
+    "evaluate_accuracy": "fcam.demo.classifier",
+    "load_classifier": "fcam.demo.classifier",
+    "save_classifier": "fcam.demo.classifier",
+    "train_classifier": "fcam.demo.classifier",
+    "cache_dir": "fcam.demo.cache",
+    "DemoConfig": "fcam.demo.config",
+    "LocalizationScores": "fcam.demo.evaluation",
+    "evaluate_localization": "fcam.demo.evaluation",
+    "DemoResult": "fcam.demo.pipeline",
+    "run_demo": "fcam.demo.pipeline",
+}
 
 __all__ = [
     "ClassifierConfig",
@@ -28,3 +37,13 @@ __all__ = [
     "save_classifier",
     "train_classifier",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fcam.demo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["atomic_torch_save", "cache_dir", "config_key"]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +40,8 @@ def config_key(config: dict[str, Any]) -> str:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to ``path`` through a temporary file and :func:`os.replace`."""
+    import torch  # deferred: this module is imported by the torch-free demo config
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,146 +34,20 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from fcam import __version__
-from fcam.data.synthetic import GENERATOR_VERSION, IMAGENET_MEAN, IMAGENET_STD, SyntheticWSOL
-from fcam.demo.cache import cache_dir, config_key
+from fcam.data.synthetic import IMAGENET_MEAN, IMAGENET_STD, SyntheticWSOL
+from fcam.demo.cache import cache_dir
 from fcam.demo.classifier import (
-    ClassifierConfig,
     evaluate_accuracy,
     save_classifier,
     train_classifier,
 )
+from fcam.demo.config import DEMO_CAMS, TARGET_LAYER, DemoConfig
 from fcam.demo.evaluation import LocalizationScores, evaluate_localization
 from fcam.demo.report import atomic_write_text, format_table, gain_lines, results_json
 
 __all__ = ["DEMO_CAMS", "DemoConfig", "DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
-
-# Display names of the seed CAM methods; any name of fcam.cams.available() is accepted.
-DEMO_CAMS: dict[str, str] = {
-    "cam": "CAM",
-    "gradcam": "Grad-CAM",
-    "gradcampp": "Grad-CAM++",
-    "smoothgradcampp": "Smooth Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "layercam": "LayerCAM",
-    "scorecam": "Score-CAM",
-    "sscam": "SS-CAM",
-    "iscam": "IS-CAM",
-}
-_TARGET_LAYER = "layer4"
-
-
-@dataclass
-class DemoConfig:
-    """Settings of :func:`run_demo`; :meth:`quick` gives the ``--quick`` preset.
-
-    Attributes:
-        out_dir: output folder (created).
-        image_size: synthetic image side.
-        n_train: training images (classifier and F-CAM).
-        n_test: test images (evaluation).
-        seed: seed of the data, the classifier and F-CAM.
-        cams: seed CAM methods (names of :func:`fcam.cams.available`).
-        classifier_epochs: classifier training epochs.
-        fcam_epochs: F-CAM epochs per CAM method.
-        fcam_train: images of the train split used to fit F-CAM (the first ones).
-        fcam_batch_size: F-CAM batch size.
-        fcam_lr: F-CAM learning rate.
-        fcam_options: extra keyword arguments for :class:`fcam.FCAM` (e.g. loss weights).
-        eval_batch_size: evaluation batch size.
-        num_examples: test images shown in the overlays and the grid.
-        cam_curve_interval: metric threshold step.
-        device: ``None`` picks CUDA when available.
-        cache: reuse cached classifier and F-CAM weights.
-        progress: tqdm progress bars.
-    """
-
-    out_dir: Path = Path("fcam-demo")
-    image_size: int = 128
-    n_train: int = 1500
-    n_test: int = 300
-    seed: int = 0
-    cams: tuple[str, ...] = ("cam", "gradcampp")
-    classifier_epochs: int = 8
-    fcam_epochs: int = 4
-    fcam_train: int = 600
-    fcam_batch_size: int = 16
-    fcam_lr: float = 0.01
-    fcam_options: dict[str, Any] = field(default_factory=dict)
-    eval_batch_size: int = 50
-    num_examples: int = 8
-    cam_curve_interval: float = 0.001
-    device: str | None = None
-    cache: bool = True
-    progress: bool = True
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> DemoConfig:
-        """The ``--quick`` preset: smaller data and fewer epochs (a few minutes on a CPU)."""
-        preset: dict[str, Any] = {
-            "n_train": 600,
-            "n_test": 100,
-            "classifier_epochs": 5,
-            "fcam_epochs": 2,
-            "fcam_train": 200,
-        }
-        return cls(**{**preset, **overrides})
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` on a setting that cannot work."""
-        from fcam.cams import available
-
-        for name in (
-            "image_size",
-            "n_train",
-            "n_test",
-            "classifier_epochs",
-            "fcam_epochs",
-            "fcam_train",
-            "fcam_batch_size",
-            "eval_batch_size",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.image_size < 64:
-            raise ValueError(f"image_size must be >= 64 (a ResNet needs it), got {self.image_size}")
-        if not self.cams:
-            raise ValueError("cams must name at least one CAM method")
-        unknown = [c for c in self.cams if c not in available()]
-        if unknown:
-            raise ValueError(f"unknown CAM method(s) {unknown}; available: {available()}")
-        if self.num_examples < 0:
-            raise ValueError(f"num_examples must be >= 0, got {self.num_examples}")
-        if not self.fcam_lr > 0:
-            raise ValueError(f"fcam_lr must be > 0, got {self.fcam_lr}")
-
-    def classifier_config(self) -> ClassifierConfig:
-        return ClassifierConfig(
-            image_size=self.image_size,
-            n_train=self.n_train,
-            data_seed=self.seed,
-            epochs=self.classifier_epochs,
-            seed=self.seed,
-        )
-
-    def fcam_key(self, cam: str) -> str:
-        """Cache key of the F-CAM fitted for ``cam`` (depends on the classifier too)."""
-        return config_key(
-            {
-                "classifier": self.classifier_config().key(),
-                "cam": cam,
-                "epochs": self.fcam_epochs,
-                "n": min(self.fcam_train, self.n_train),
-                "batch_size": self.fcam_batch_size,
-                "lr": self.fcam_lr,
-                "options": self.fcam_options,
-                "seed": self.seed,
-                "generator": GENERATOR_VERSION,
-                "fcam": __version__,
-            }
-        )
 
 
 @dataclass
@@ -217,7 +91,7 @@ def _fit_fcam(
         explainer = FCAM.load(path, model)
         return explainer.to(device) if hasattr(explainer, "to") else explainer
     torch.manual_seed(config.seed)
-    explainer = FCAM(model, target_layer=_TARGET_LAYER, cam=cam, **config.fcam_options)
+    explainer = FCAM(model, target_layer=TARGET_LAYER, cam=cam, **config.fcam_options)
     subset = Subset(train, range(min(config.fcam_train, len(train))))
     loader = DataLoader(
         subset,
@@ -281,6 +155,7 @@ def _write_visuals(
         path=grid_path,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        tile_size=max(160, test.size),
     )
     return {"grid": str(grid_path), "overlays": overlays}
 
@@ -343,7 +218,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     for cam in config.cams:
         name = DEMO_CAMS.get(cam, cam)
         tick = time.perf_counter()
-        with cam_methods.create(cam, model, _TARGET_LAYER) as extractor:
+        with cam_methods.create(cam, model, TARGET_LAYER) as extractor:
             cam_fn = _cam_map_fn(extractor)
             base = evaluate_localization(
                 cam_fn,
