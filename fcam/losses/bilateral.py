@@ -60,45 +60,71 @@ def exact_gaussian_filter(features: Tensor, values: Tensor, chunk: int = 1024) -
     return out
 
 
-def _axis_kernel(size: int, spacing: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Dense (size, size) sampled Gaussian blur matrix for one grid axis."""
-    var = 1.0 - spacing * spacing / 3.0
-    steps = torch.arange(size, dtype=dtype, device=device) * spacing
-    dist = steps[:, None] - steps[None, :]
-    return torch.exp(-0.5 * dist * dist / var) / math.sqrt(var)
+def _blur_first_axis(grid: Tensor, spacing: float, var: float) -> Tensor:
+    """Convolve ``grid`` along dim 0 with the sampled Gaussian ``exp(−½ (t h)² / var) / √var``
+    and move that axis last.
+
+    Short axes use a dense (n, n) matrix product (fast BLAS); long ones a sum of shifted slices
+    truncated at 4 standard deviations (neglected mass < 1e-4), so the cost stays
+    O(cells · taps), linear in the grid size, for large images.
+    """
+    size = grid.shape[0]
+    radius = math.ceil(4.0 * math.sqrt(var) / spacing)
+    norm = 1.0 / math.sqrt(var)
+    if size <= 3 * (2 * radius + 1):
+        steps = torch.arange(size, dtype=grid.dtype, device=grid.device) * spacing
+        kernel = torch.exp(-0.5 * (steps[:, None] - steps[None, :]) ** 2 / var) * norm
+        return torch.tensordot(grid, kernel, dims=([0], [0]))
+    out = grid * norm
+    for t in range(1, radius + 1):
+        tap = norm * math.exp(-0.5 * (t * spacing) ** 2 / var)
+        out[t:].add_(grid[:-t], alpha=tap)
+        out[:-t].add_(grid[t:], alpha=tap)
+    return out.movedim(0, -1)
 
 
-def _cell_positions(features: Tensor, spacing: Tensor, offset: float) -> tuple[Tensor, Tensor]:
-    """Integer cell (from 0) and fractional position in the cell of each (N, D) point."""
+def _blur_variance(spacing: Tensor, nearest: Tensor) -> Tensor:
+    """Grid-Gaussian variance left once splat and slice have blurred (tent: h²/6 each side,
+    nearest: box, h²/12 each side)."""
+    return 1.0 - spacing * spacing / torch.where(nearest, 6.0, 3.0).to(spacing)
+
+
+def _cell_positions(features: Tensor, spacing: Tensor, offset: float,
+                    nearest: Tensor) -> tuple[Tensor, Tensor]:
+    """Integer cell (from 0) and fractional position in the cell of each (N, D) point
+    (0 on nearest-neighbour axes)."""
     pos = features / spacing + offset
+    pos = torch.where(nearest, (pos + 0.5).floor(), pos)
     pos = pos - pos.amin(dim=0).floor()
     base = pos.floor()
     return base.long(), pos - base
 
 
-def _self_affinity(frac: Tensor, spacing: Tensor) -> Tensor:
+def _self_affinity(frac: Tensor, spacing: Tensor, var: Tensor) -> Tensor:
     """``(Pᵀ G P)_ii`` per point: per axis ``((1−u)² + u²) g0 + 2u(1−u) g1``, multiplied."""
-    var = 1.0 - spacing * spacing / 3.0
     g0 = 1.0 / var.sqrt()
     g1 = g0 * torch.exp(-0.5 * spacing * spacing / var)
     lo = 1.0 - frac
     return ((lo * lo + frac * frac) * g0 + 2.0 * lo * frac * g1).prod(dim=-1)
 
 
-def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, offset: float) -> Tensor:
+def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, var: Tensor,
+                      nearest: Tensor, offset: float) -> Tensor:
     """One splat / blur / slice pass for a single point set: (N, D) features, (N, C) values."""
     ndim = features.shape[-1]
     channels = values.shape[-1]
-    base, frac = _cell_positions(features, spacing, offset)
+    base, frac = _cell_positions(features, spacing, offset, nearest)
     sizes = (base.amax(dim=0) + 2).tolist()
     strides = [1] * ndim
     for d in range(ndim - 2, -1, -1):
         strides[d] = strides[d + 1] * sizes[d + 1]
     origin = (base * torch.tensor(strides, device=features.device)).sum(-1)
 
-    # The 2^D corners, their flat grid index and multilinear weight, built one axis at a time.
+    # The corners (2 per multilinear axis), their flat grid index and weight, one axis at a time.
     indices, weights = [origin], [torch.ones_like(frac[:, 0])]
     for d in range(ndim):
+        if bool(nearest[d]):
+            continue
         lo, hi = 1 - frac[:, d], frac[:, d]
         indices = [i for idx in indices for i in (idx, idx + strides[d])]
         weights = [w for wt in weights for w in (wt * lo, wt * hi)]
@@ -109,9 +135,8 @@ def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, offset:
 
     grid = grid.view(*sizes, channels)
     for d in range(ndim):
-        kernel = _axis_kernel(sizes[d], float(spacing[d]), values.dtype, values.device)
-        grid = torch.tensordot(grid, kernel, dims=([0], [0]))  # blurred axis moves last
-    # After D tensordots the layout is (channels, n_0, ..., n_{D-1}).
+        grid = _blur_first_axis(grid, float(spacing[d]), float(var[d]))
+    # Each pass moved its axis last: the layout is now (channels, n_0, ..., n_{D-1}).
     grid = grid.movedim(0, -1).reshape(-1, channels)
 
     out = torch.zeros_like(values)
@@ -121,7 +146,7 @@ def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, offset:
 
 
 def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tensor = 0.5,
-                         shifts: int = 1) -> Tensor:
+                         shifts: int = 1, nearest: bool | Tensor = False) -> Tensor:
     """Approximate ``W v`` on a dense bilateral grid (splat / blur / slice).
 
     Args:
@@ -129,23 +154,27 @@ def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tens
         values: (B, N, C) values to filter.
         spacing: grid spacing in bandwidth units, scalar or per dimension (D,); must be < 1.7.
         shifts: number of grids, offset by ``s / shifts`` of a cell on every axis, averaged.
+        nearest: per dimension (D,) or for all: splat/slice to the nearest node instead of
+            multilinearly (halves the corners per such axis; use a finer spacing there).
 
     Returns:
         (B, N, C) filtered values.
     """
     ndim = features.shape[-1]
     spacing = torch.as_tensor(spacing, dtype=features.dtype).expand(ndim).to(features.device)
+    nearest = torch.as_tensor(nearest, dtype=torch.bool).expand(ndim).to(features.device)
+    var = _blur_variance(spacing, nearest)
     out = torch.zeros_like(values)
     # One image at a time: the grid spans each image's own feature range and memory stays
     # that of a single grid.
     for b in range(features.shape[0]):
         offsets = [s / shifts for s in range(shifts)]
-        diag = sum(_self_affinity(_cell_positions(features[b], spacing, o)[1], spacing)
-                   for o in offsets) / shifts
+        diag = sum(_self_affinity(_cell_positions(features[b], spacing, o, nearest)[1],
+                                  spacing, var) for o in offsets) / shifts
         norm = diag.rsqrt()[:, None]
         scaled = values[b] * norm
         for o in offsets:
-            out[b] += _grid_filter_once(features[b], scaled, spacing, o)
+            out[b] += _grid_filter_once(features[b], scaled, spacing, var, nearest, o)
         out[b] *= norm / shifts
     return out
 

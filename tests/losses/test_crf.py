@@ -11,6 +11,7 @@ from skimage import data
 
 from fcam.losses import DenseCRFLoss, dense_crf_loss
 from fcam.losses.bilateral import (
+    _blur_first_axis,
     exact_gaussian_filter,
     grid_gaussian_filter,
     window_gaussian_filter,
@@ -195,6 +196,32 @@ def test_grid_filter_close_to_exact_on_random_points():
     assert abs(approx.sum() / exact.sum() - 1) < 0.005
     coarse = grid_gaussian_filter(feats, values, spacing=1.2, shifts=1)
     assert abs(coarse.sum() / exact.sum() - 1) > abs(approx.sum() / exact.sum() - 1)
+
+
+def test_grid_filter_long_axes_and_nearest_axes():
+    g = torch.Generator().manual_seed(1)
+    # A 60σ-long axis (120 cells at spacing 0.5) takes the truncated shifted-slice blur.
+    feats = torch.rand(1, 600, 3, generator=g, dtype=torch.float64) * torch.tensor([60.0, 3, 3])
+    values = torch.rand(1, 600, 2, generator=g, dtype=torch.float64)
+    exact = exact_gaussian_filter(feats, values)
+    approx = grid_gaussian_filter(feats, values, spacing=0.5)
+    assert ((approx - exact).abs() / exact).max() < 0.1  # per point: a few % per axis
+    assert abs(approx.sum() / exact.sum() - 1) < 0.005
+    near = grid_gaussian_filter(feats, values, spacing=(0.5, 0.2, 0.2), nearest=(False, True, True))
+    assert abs(near.sum() / exact.sum() - 1) < 0.01
+
+
+def test_truncated_blur_equals_dense_blur():
+    grid = torch.rand(200, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    spacing, var = 0.5, 1 - 0.25 / 3
+    steps = torch.arange(200, dtype=torch.float64) * spacing
+    dense = torch.exp(-0.5 * (steps[:, None] - steps[None, :]) ** 2 / var) / math.sqrt(var)
+    expected = torch.tensordot(grid, dense, dims=([0], [0]))
+    got = _blur_first_axis(grid, spacing, var)  # 200 cells: the shifted-slice branch
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-3)
+    short = grid[:20]
+    torch.testing.assert_close(_blur_first_axis(short, spacing, var),
+                               torch.tensordot(short, dense[:20, :20], dims=([0], [0])))
 
 
 @pytest.mark.parametrize("sigma_xy", [100.0, 2.0])
