@@ -1,0 +1,144 @@
+"""Benchmark: FCAM.explain vs pytorch-grad-cam GradCAM, and F-CAM fit throughput.
+
+1. Inference: ``FCAM.explain`` (one classifier forward + decoder) vs pytorch-grad-cam's
+   ``GradCAM`` (forward + backward + weighting + resize), resnet50 at 224 px, batch 1 and 16,
+   on the CPU and on CUDA when present. Target: F-CAM ≤ 0.8× GradCAM time.
+2. Training: images/s of one ``FCAM.fit`` epoch vs a plain loop over the same encoder and
+   decoder (frozen classifier forward, decoder forward, cross-entropy on a fixed target,
+   backward, SGD step) without seeds, CAM and CRF/size losses. Target: overhead ≤ 30 %.
+
+Timings are medians over ``--repeats`` runs after ``--warmup`` runs. The decoder weights are
+random (speed does not depend on them).
+
+Usage::
+
+    python benchmarks/bench_explain.py --repeats 5 --fit-images 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torchvision
+from pytorch_grad_cam import GradCAM
+from torch.utils.data import DataLoader, TensorDataset
+
+from fcam import FCAM
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        tic = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def bench_explain(device: torch.device, batches: list[int], size: int, warmup: int, repeats: int) -> list[dict]:
+    model = torchvision.models.resnet50(weights=None).to(device).eval()
+    fc = FCAM(model, "layer4", cam="gradcam")
+    fc.fitted = True  # timing only: random decoder weights cost the same as trained ones
+    pgc = GradCAM(model=model, target_layers=[model.layer4])
+    rows = []
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size, device=device)
+        t_fcam = _median_time(lambda: fc.explain(x), device, warmup, repeats)
+        t_pgc = _median_time(lambda: pgc(input_tensor=x, targets=None), device, warmup, repeats)
+        rows.append({
+            "device": str(device), "batch": batch, "fcam_ms": 1e3 * t_fcam,
+            "gradcam_ms": 1e3 * t_pgc, "ratio": t_fcam / t_pgc,
+        })
+    return rows
+
+
+def bench_fit(device: torch.device, n: int, batch: int, size: int, arch: str) -> dict:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=5).to(device).eval()
+    images = torch.randn(n, 3, size, size)
+    labels = torch.randint(0, 5, (n,))
+    loader = DataLoader(TensorDataset(images, labels), batch_size=batch)
+
+    fc = FCAM(model, "layer4", cam="gradcampp")
+    fc.fit(loader, epochs=1, progress=False, device=device)  # warm-up (allocations, imports)
+    tic = time.perf_counter()
+    fc.fit(loader, epochs=1, progress=False, device=device)
+    _sync(device)
+    fit_ips = n / (time.perf_counter() - tic)
+
+    decoder = FCAM(model, "layer4", cam="gradcampp").decoder.to(device).train()
+    opt = torch.optim.SGD(decoder.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    names = [fc.pyramid.head.name] + [s.name for s in fc.pyramid.skips if s]
+    from fcam.upscalers import capture_features
+
+    def plain_epoch() -> None:
+        for x, _ in loader:
+            x = x.to(device)
+            with torch.no_grad(), capture_features(model, names) as feats:
+                model(x)
+            logits = decoder(feats[names[0]], [feats[s.name] if s else None for s in fc.pyramid.skips],
+                             (size, size))
+            target = torch.zeros(x.shape[0], size, size, dtype=torch.long, device=device)
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    plain_epoch()
+    _sync(device)
+    tic = time.perf_counter()
+    plain_epoch()
+    _sync(device)
+    plain_ips = n / (time.perf_counter() - tic)
+    return {
+        "device": str(device), "arch": arch, "images": n, "batch": batch, "size": size,
+        "fit_img_s": fit_ips, "plain_img_s": plain_ips, "overhead": plain_ips / fit_ips - 1.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fit-images", type=int, default=32)
+    parser.add_argument("--fit-batch", type=int, default=16)
+    parser.add_argument("--fit-size", type=int, default=128)
+    parser.add_argument("--fit-arch", default="resnet18")
+    parser.add_argument("--skip-fit", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    results: dict[str, list[dict]] = {"explain": [], "fit": []}
+    for device in devices:
+        for row in bench_explain(device, args.batches, args.size, args.warmup, args.repeats):
+            results["explain"].append(row)
+            print(f"explain {row['device']:>5} batch {row['batch']:>3}: F-CAM {row['fcam_ms']:8.1f} ms, "
+                  f"GradCAM {row['gradcam_ms']:8.1f} ms, ratio {row['ratio']:.2f}", flush=True)
+        if not args.skip_fit:
+            row = bench_fit(device, args.fit_images, args.fit_batch, args.fit_size, args.fit_arch)
+            results["fit"].append(row)
+            print(f"fit     {row['device']:>5} {row['arch']} {row['size']}px: F-CAM {row['fit_img_s']:.2f} img/s, "
+                  f"plain {row['plain_img_s']:.2f} img/s, overhead {100 * row['overhead']:.0f} %", flush=True)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
