@@ -280,6 +280,20 @@ def _load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def _fit_title(
+    draw: ImageDraw.ImageDraw, title: str, size: int, width: int
+) -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, str]:
+    """A font (shrunk down to 8 px) and text (ellipsised if needed) that fit ``width`` pixels."""
+    for candidate in range(size, 7, -1):
+        font = _load_font(candidate)
+        if draw.textlength(title, font=font) <= width:
+            return font, title
+    text = title
+    while len(text) > 1 and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return font, text + "…"
+
+
 def _draw_boxes(tile: Image.Image, boxes: np.ndarray, scale: tuple[float, float],
                 colour: tuple[int, int, int]) -> None:
     draw = ImageDraw.Draw(tile)
@@ -397,7 +411,7 @@ def comparison_grid(
 
     titles = ["image"] + (["ground truth"] if gt_list is not None else []) + list(methods)
     pad = 4
-    font = _load_font(max(10, min(16, tile_w // 8)))
+    size = max(10, min(16, tile_w // 8))
     header = 20 if tile_w >= 64 else 14
     grid = Image.new(
         "RGB",
@@ -406,7 +420,8 @@ def comparison_grid(
     )
     draw = ImageDraw.Draw(grid)
     for col, title in enumerate(titles):
-        draw.text((pad + col * (tile_w + pad) + 2, 2), title, fill=(0, 0, 0), font=font)
+        font, text = _fit_title(draw, title, size, tile_w - 4)
+        draw.text((pad + col * (tile_w + pad) + 2, 2), text, fill=(0, 0, 0), font=font)
 
     for row, rgb in enumerate(rgbs):
         height, width = rgb.shape[:2]

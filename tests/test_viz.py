@@ -220,3 +220,13 @@ def test_grid_bad_inputs(kwargs: dict, error: type[Exception], match: str) -> No
     args.update(kwargs)
     with pytest.raises(error, match=match):
         comparison_grid(**args)
+
+
+def test_grid_titles_fit_their_column() -> None:
+    long_name = "Grad-CAM++ + F-CAM with a very long method name"
+    maps = {long_name: torch.zeros(1, 4, 4), "": torch.zeros(1, 4, 4)}  # third title empty
+    header = np.array(comparison_grid(torch.zeros(1, 3, 48, 48), maps))[:14]
+    ink = header.sum(axis=2) < 200
+    second, third = slice(4 + 48 + 4, 4 + 2 * (48 + 4)), slice(4 + 2 * (48 + 4), None)
+    assert ink[:, second].any()  # the (shortened) long title is drawn in its column
+    assert not ink[:, third].any()  # and does not spill into the next one
