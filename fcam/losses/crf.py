@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fcam.losses._validation import check_images, check_probs
+from fcam.losses._validation import check_images, check_number, check_probs
 from fcam.losses.bilateral import (
     exact_gaussian_filter,
     grid_gaussian_filter,
@@ -113,7 +113,7 @@ def _align_colours(features: Tensor) -> Tensor:
 
 
 class _QuadraticCRF(torch.autograd.Function):
-    """Value ``scale · Σ_k S_kᵀ (W T − W S_k)`` with ``T = Σ_l S_l``, gradient ``2 scale (W T − W S_k)``.
+    """Value ``c · Σ_k S_kᵀ (W T − W S_k)`` with ``T = Σ_l S_l``; gradient ``2c (W T − W S_k)``.
 
     ``filtered`` = ``W S`` is computed outside (it needs no gradient) and saved for backward.
     """
@@ -132,13 +132,6 @@ class _QuadraticCRF(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad = grad_output * (2.0 * ctx.scale) * others
         return grad, None, None
-
-
-def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def dense_crf_loss(
@@ -179,13 +172,12 @@ def dense_crf_loss(
     if images.shape[0] != probs.shape[0] or images.shape[2:] != probs.shape[2:]:
         raise ValueError(f"images {tuple(images.shape)} and probs {tuple(probs.shape)} must have "
                          "the same batch size and spatial size")
-    sigma_rgb = _check_positive(sigma_rgb, "sigma_rgb")
-    sigma_xy = _check_positive(sigma_xy, "sigma_xy")
-    scale = _check_positive(scale, "scale")
+    sigma_rgb = check_number(sigma_rgb, "sigma_rgb", positive=True)
+    sigma_xy = check_number(sigma_xy, "sigma_xy", positive=True)
+    scale = check_number(scale, "scale", positive=True)
     if scale > 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-        raise ValueError(f"weight must be a finite number, got {weight!r}")
+    check_number(weight, "weight")
 
     if scale != 1.0:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
@@ -214,16 +206,15 @@ class DenseCRFLoss(nn.Module):
     """
 
     def __init__(self, sigma_rgb: float = 15.0, sigma_xy: float = 100.0,
-                 weight: float = DEFAULT_CRF_WEIGHT, scale: float = 1.0, exact: bool = False) -> None:
+                 weight: float = DEFAULT_CRF_WEIGHT, scale: float = 1.0,
+                 exact: bool = False) -> None:
         super().__init__()
-        self.sigma_rgb = _check_positive(sigma_rgb, "sigma_rgb")
-        self.sigma_xy = _check_positive(sigma_xy, "sigma_xy")
-        self.scale = _check_positive(scale, "scale")
+        self.sigma_rgb = check_number(sigma_rgb, "sigma_rgb", positive=True)
+        self.sigma_xy = check_number(sigma_xy, "sigma_xy", positive=True)
+        self.scale = check_number(scale, "scale", positive=True)
         if self.scale > 1:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise ValueError(f"weight must be a finite number, got {weight!r}")
-        self.weight = float(weight)
+        self.weight = check_number(weight, "weight")
         self.exact = bool(exact)
 
     def forward(self, images: Tensor, probs: Tensor) -> Tensor:

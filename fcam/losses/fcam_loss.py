@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from fcam.losses._validation import check_float_tensor
+from fcam.losses._validation import check_float_tensor, check_number
 from fcam.losses.crf import DenseCRFLoss
 from fcam.losses.seeds import SeedLoss
 from fcam.losses.size import SizeLoss
@@ -19,8 +17,8 @@ class FCAMLoss(nn.Module):
     """Sum of the three unsupervised F-CAM terms (method.md §2).
 
     .. math::
-        \\mathcal{L} = \\lambda_{sl}\\,\\mathrm{CE}_{seeds}(z) + \\mathcal{L}_{crf}(I, \\mathrm{softmax}(z))
-        + \\mathcal{L}_{size}(\\mathrm{softmax}(z))
+        \\mathcal{L} = \\lambda_{sl}\\,\\mathrm{CE}_{seeds}(z)
+        + \\mathcal{L}_{crf}(I, \\mathrm{softmax}(z)) + \\mathcal{L}_{size}(\\mathrm{softmax}(z))
 
     The CRF and size weights live in their modules (``DenseCRFLoss.weight``,
     ``SizeLoss.weight``); ``seed_weight`` is λ_sl.
@@ -47,15 +45,13 @@ class FCAMLoss(nn.Module):
     def __init__(self, seed: SeedLoss | None = None, crf: DenseCRFLoss | None = None,
                  size: SizeLoss | None = None, seed_weight: float = 1.0) -> None:
         super().__init__()
-        if isinstance(seed_weight, bool) or not isinstance(seed_weight, (int, float)) \
-                or not math.isfinite(seed_weight):
-            raise ValueError(f"seed_weight must be a finite number, got {seed_weight!r}")
         self.seed = seed if seed is not None else SeedLoss()
         self.crf = crf if crf is not None else DenseCRFLoss()
         self.size = size if size is not None else SizeLoss()
-        self.seed_weight = float(seed_weight)
+        self.seed_weight = check_number(seed_weight, "seed_weight")
 
-    def forward(self, logits: Tensor, seeds: Tensor, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, logits: Tensor, seeds: Tensor,
+                images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return ``(total, {"seed": ..., "crf": ..., "size": ...})``.
 
         Args:

@@ -159,7 +159,8 @@ def sample_seeds(
     fg_erode_iter = _check_positive_int(fg_erode_iter, "fg_erode_iter", 0)
     if not 0.0 <= float(sl_min_p) <= 1.0:
         raise ValueError(f"sl_min_p must be in [0, 1], got {sl_min_p!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index in (0, 1):
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) \
+            or ignore_index in (0, 1):
         raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")
 
     cams = cams.detach()
@@ -192,7 +193,8 @@ def seed_loss(logits: Tensor, seeds: Tensor, ignore_index: int = -255) -> Tensor
     """Partial cross-entropy over seeded pixels.
 
     .. math::
-        \\mathcal{L} = -\\frac{1}{|\\Omega|} \\sum_{i \\in \\Omega} \\log \\mathrm{softmax}(z_i)_{y_i},
+        \\mathcal{L} = -\\frac{1}{|\\Omega|} \\sum_{i \\in \\Omega}
+            \\log \\mathrm{softmax}(z_i)_{y_i},
         \\qquad \\Omega = \\{i : y_i \\neq \\text{ignore\\_index}\\}
 
     the mean over all seeded pixels of the batch (as ``nn.CrossEntropyLoss(reduction="mean")``),
@@ -217,8 +219,9 @@ def seed_loss(logits: Tensor, seeds: Tensor, ignore_index: int = -255) -> Tensor
     if seeds.dtype != torch.long:
         raise TypeError(f"seeds must be a long tensor, got dtype {seeds.dtype}")
     if seeds.shape != (logits.shape[0], *logits.shape[2:]):
-        raise ValueError(f"seeds must have shape (B, H, W) = {(logits.shape[0], *logits.shape[2:])} "
-                         f"matching logits, got {tuple(seeds.shape)}")
+        expected = (logits.shape[0], *logits.shape[2:])
+        raise ValueError(f"seeds must have shape (B, H, W) = {expected} matching logits, got "
+                         f"{tuple(seeds.shape)}")
     seeded = seeds != ignore_index
     if bool(((seeds[seeded] < 0) | (seeds[seeded] >= logits.shape[1])).any()):
         raise ValueError(f"seeds must hold labels in [0, {logits.shape[1]}) or ignore_index")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fcam.losses._validation import check_float_tensor, check_probs
+from fcam.losses._validation import check_float_tensor, check_number, check_probs
 
 __all__ = ["log_barrier", "BarrierSchedule", "LogBarrier", "size_loss", "SizeLoss"]
 
@@ -46,13 +46,14 @@ def log_barrier(z: Tensor, t: float | Tensor) -> Tensor:
         if t.numel() != 1 or not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
             raise ValueError("t must be a positive finite scalar")
         t = t.to(z)
-    elif isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-        raise ValueError(f"t must be a positive finite number, got {t!r}")
+    else:
+        t = check_number(t, "t", positive=True)
     edge = -1.0 / t**2
     inside = z <= edge
     # Clamp the log argument so the unused branch of torch.where has no inf/NaN gradient.
     barrier = -torch.log(torch.clamp(-z, min=1.0 / t**2)) / t
-    linear = t * z - torch.log(torch.as_tensor(1.0 / t**2, dtype=z.dtype, device=z.device)) / t + 1.0 / t
+    log_edge = torch.log(torch.as_tensor(1.0 / t**2, dtype=z.dtype, device=z.device))
+    linear = t * z - log_edge / t + 1.0 / t
     return torch.where(inside, barrier, linear)
 
 
@@ -73,11 +74,9 @@ class BarrierSchedule:
     """
 
     def __init__(self, init_t: float = 1.0, max_t: float = 10.0, mulcoef: float = 1.01) -> None:
-        for name, value in (("init_t", init_t), ("max_t", max_t), ("mulcoef", mulcoef)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if init_t <= 0:
-            raise ValueError(f"init_t must be > 0, got {init_t}")
+        init_t = check_number(init_t, "init_t", positive=True)
+        max_t = check_number(max_t, "max_t")
+        mulcoef = check_number(mulcoef, "mulcoef")
         if max_t < init_t:
             raise ValueError(f"max_t must be >= init_t, got max_t={max_t}, init_t={init_t}")
         if mulcoef < 1:
@@ -195,9 +194,7 @@ class SizeLoss(nn.Module):
     def __init__(self, weight: float = 0.1, init_t: float = 1.0, max_t: float = 10.0,
                  mulcoef: float = 1.01) -> None:
         super().__init__()
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise ValueError(f"weight must be a finite number, got {weight!r}")
-        self.weight = float(weight)
+        self.weight = check_number(weight, "weight")
         self.barrier = LogBarrier(init_t, max_t, mulcoef)
 
     @property

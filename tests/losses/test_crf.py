@@ -309,7 +309,8 @@ def test_bad_inputs():
         dense_crf_loss(images.long(), probs)
     with pytest.raises(TypeError, match="probs"):
         dense_crf_loss(images, probs.numpy())
-    for kwargs in ({"sigma_rgb": 0.0}, {"sigma_xy": -1.0}, {"scale": 1.5}, {"weight": float("nan")}):
+    bad = ({"sigma_rgb": 0.0}, {"sigma_xy": -1.0}, {"scale": 1.5}, {"weight": float("nan")})
+    for kwargs in bad:
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             dense_crf_loss(images, probs, **kwargs)
         with pytest.raises(ValueError, match=next(iter(kwargs))):

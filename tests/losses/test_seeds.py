@@ -83,7 +83,8 @@ def test_otsu_batched_equals_single():
         assert otsu_threshold(levels[b:b + 1]) == batched[b]
 
 
-@pytest.mark.parametrize(("erode_k", "erode_iter", "min_p"), [(11, 1, 0.1), (5, 2, 0.2), (3, 0, 0.05)])
+@pytest.mark.parametrize(("erode_k", "erode_iter", "min_p"),
+                         [(11, 1, 0.1), (5, 2, 0.2), (3, 0, 0.05)])
 def test_deterministic_parts_match_reference(erode_k, erode_iter, min_p):
     cams = _random_cams(5, 23, 31, seed=erode_k)
     cams[3] = 0.25  # constant -> all ignored
