@@ -99,15 +99,18 @@ def main() -> None:
                 ours_name, theirs_cls = PAIRS[method]
                 options = {"batch_size": args.score_batch_size} if method == "scorecam" else {}
                 ours = cams.create(ours_name, model, layer_name, **options)
-                theirs = theirs_cls(model=model, target_layers=[layer])
-                if method == "scorecam":
-                    theirs.batch_size = args.score_batch_size
+
+                def run_pgc(cls: type = theirs_cls, score: bool = method == "scorecam") -> object:
+                    # Built per call: pgc registers its hooks at construction and would
+                    # otherwise keep them (and their per-forward copies) during fcam's calls.
+                    with cls(model=model, target_layers=[layer]) as cam:
+                        if score:
+                            cam.batch_size = args.score_batch_size
+                        return cam(input_tensor=images, targets=pgc_targets)
+
                 fcam_s, pgc_s = timed_pair(
-                    lambda: ours.explain(images, targets),
-                    lambda: theirs(input_tensor=images, targets=pgc_targets),
-                    args.repeats, device, args.stat,
+                    lambda: ours.explain(images, targets), run_pgc, args.repeats, device, args.stat
                 )
-                theirs.activations_and_grads.release()
                 model.zero_grad(set_to_none=True)  # pgc accumulates parameter grads
                 print(f"{device_name:6} {method:10} {batch:>5} {fcam_s * 1e3:>10.1f} {pgc_s * 1e3:>10.1f} "
                       f"{fcam_s / pgc_s:>9.2f}", flush=True)
