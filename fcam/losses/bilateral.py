@@ -91,11 +91,11 @@ def _blur_variance(spacing: Tensor, nearest: Tensor) -> Tensor:
 
 def _cell_positions(features: Tensor, spacing: Tensor, offset: float,
                     nearest: Tensor) -> tuple[Tensor, Tensor]:
-    """Integer cell (from 0) and fractional position in the cell of each (N, D) point
-    (0 on nearest-neighbour axes)."""
+    """Integer cell (from 0 in each point set) and fractional position in the cell of each
+    (..., N, D) point (0 on nearest-neighbour axes)."""
     pos = features / spacing + offset
     pos = torch.where(nearest, (pos + 0.5).floor(), pos)
-    pos = pos - pos.amin(dim=0).floor()
+    pos = pos - pos.amin(dim=-2, keepdim=True).floor()
     base = pos.floor()
     return base.long(), pos - base
 
@@ -110,39 +110,47 @@ def _self_affinity(frac: Tensor, spacing: Tensor, var: Tensor) -> Tensor:
 
 def _grid_filter_once(features: Tensor, values: Tensor, spacing: Tensor, var: Tensor,
                       nearest: Tensor, offset: float) -> Tensor:
-    """One splat / blur / slice pass for a single point set: (N, D) features, (N, C) values."""
-    ndim = features.shape[-1]
+    """One splat / blur / slice pass for (B, N, D) features and (B, N, C) values.
+
+    The B point sets share one grid allocation (each spans its own feature range; the grid
+    has the largest extent), with the set index innermost: row ``cell · B + b``. All corners
+    are handled by single fused ``index_add_`` / gather calls: few, large tensor ops, which
+    matters for multi-threaded CPU runs where each op pays a synchronisation cost.
+    """
+    batch, npts, ndim = features.shape
     channels = values.shape[-1]
     base, frac = _cell_positions(features, spacing, offset, nearest)
-    sizes = (base.amax(dim=0) + 2).tolist()
+    sizes = (base.amax(dim=(0, 1)) + 2).tolist()
     strides = [1] * ndim
     for d in range(ndim - 2, -1, -1):
         strides[d] = strides[d + 1] * sizes[d + 1]
-    origin = (base * torch.tensor(strides, device=features.device)).sum(-1)
+    stride_t = torch.tensor(strides, device=features.device)
+    set_index = torch.arange(batch, device=features.device)[:, None]
+    origin = ((base * stride_t).sum(-1) * batch + set_index).reshape(1, -1)
+    frac = frac.reshape(-1, ndim)
 
-    # The corners (2 per multilinear axis), their flat grid index and weight, one axis at a time.
-    indices, weights = [origin], [torch.ones_like(frac[:, 0])]
+    # Corner offsets and multilinear weights, (M, B·N), built one axis at a time.
+    offsets = torch.zeros(1, 1, dtype=torch.long, device=features.device)
+    weights = torch.ones_like(frac[:, 0])[None]
     for d in range(ndim):
         if bool(nearest[d]):
             continue
-        lo, hi = 1 - frac[:, d], frac[:, d]
-        indices = [i for idx in indices for i in (idx, idx + strides[d])]
-        weights = [w for wt in weights for w in (wt * lo, wt * hi)]
+        offsets = torch.cat((offsets, offsets + strides[d] * batch))
+        weights = torch.cat((weights * (1 - frac[:, d]), weights * frac[:, d]))
+    index = (origin + offsets).reshape(-1)
 
-    grid = values.new_zeros(strides[0] * sizes[0], channels)
-    for index, weight in zip(indices, weights):
-        grid.index_add_(0, index, values * weight[:, None])
+    grid = values.new_zeros(strides[0] * sizes[0] * batch, channels)
+    flat_values = values.reshape(1, -1, channels)
+    grid.index_add_(0, index, (weights[..., None] * flat_values).reshape(-1, channels))
 
-    grid = grid.view(*sizes, channels)
+    grid = grid.view(*sizes, batch, channels)
     for d in range(ndim):
         grid = _blur_first_axis(grid, float(spacing[d]), float(var[d]))
-    # Each pass moved its axis last: the layout is now (channels, n_0, ..., n_{D-1}).
-    grid = grid.movedim(0, -1).reshape(-1, channels)
+    # Each pass moved its axis last: the layout is now (B, C, n_0, ..., n_{D-1}).
+    grid = grid.movedim((0, 1), (-2, -1)).reshape(-1, channels)
 
-    out = torch.zeros_like(values)
-    for index, weight in zip(indices, weights):
-        out += grid[index] * weight[:, None]
-    return out
+    out = (grid[index].view(-1, batch * npts, channels) * weights[..., None]).sum(0)
+    return out.view(batch, npts, channels)
 
 
 def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tensor = 0.5,
@@ -160,23 +168,23 @@ def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tens
     Returns:
         (B, N, C) filtered values.
     """
-    ndim = features.shape[-1]
+    batch, ndim = features.shape[0], features.shape[-1]
     spacing = torch.as_tensor(spacing, dtype=features.dtype).expand(ndim).to(features.device)
     nearest = torch.as_tensor(nearest, dtype=torch.bool).expand(ndim).to(features.device)
     var = _blur_variance(spacing, nearest)
+    offsets = [s / shifts for s in range(shifts)]
+    diag = sum(_self_affinity(_cell_positions(features, spacing, o, nearest)[1], spacing, var)
+               for o in offsets) / shifts
+    norm = diag.rsqrt()[..., None]
+    scaled = values * norm
     out = torch.zeros_like(values)
-    # One image at a time: the grid spans each image's own feature range and memory stays
-    # that of a single grid.
-    for b in range(features.shape[0]):
-        offsets = [s / shifts for s in range(shifts)]
-        diag = sum(_self_affinity(_cell_positions(features[b], spacing, o, nearest)[1],
-                                  spacing, var) for o in offsets) / shifts
-        norm = diag.rsqrt()[:, None]
-        scaled = values[b] * norm
+    # One grid per image: a shared grid must span the largest extent of every axis over the
+    # batch, which measured about 2x slower on natural images; memory stays that of one image.
+    for b in range(batch):
+        part = slice(b, b + 1)
         for o in offsets:
-            out[b] += _grid_filter_once(features[b], scaled, spacing, var, nearest, o)
-        out[b] *= norm / shifts
-    return out
+            out[part] += _grid_filter_once(features[part], scaled[part], spacing, var, nearest, o)
+    return out * (norm / shifts)
 
 
 def window_gaussian_filter(features: Tensor, values: Tensor, sigma_xy: float,

@@ -12,6 +12,7 @@ from skimage import data
 from fcam.losses import DenseCRFLoss, dense_crf_loss
 from fcam.losses.bilateral import (
     _blur_first_axis,
+    _grid_filter_once,
     exact_gaussian_filter,
     grid_gaussian_filter,
     window_gaussian_filter,
@@ -209,6 +210,20 @@ def test_grid_filter_long_axes_and_nearest_axes():
     assert abs(approx.sum() / exact.sum() - 1) < 0.005
     near = grid_gaussian_filter(feats, values, spacing=(0.5, 0.2, 0.2), nearest=(False, True, True))
     assert abs(near.sum() / exact.sum() - 1) < 0.01
+
+
+def test_shared_grid_equals_one_grid_per_set():
+    g = torch.Generator().manual_seed(2)
+    extent = torch.tensor([1.0, 3.0, 5.0], dtype=torch.float64).view(3, 1, 1)
+    feats = torch.rand(3, 50, 5, generator=g, dtype=torch.float64) * extent
+    values = torch.rand(3, 50, 2, generator=g, dtype=torch.float64)
+    spacing = torch.full((5,), 0.5, dtype=torch.float64)
+    nearest = torch.zeros(5, dtype=torch.bool)
+    var = 1 - spacing**2 / 3
+    shared = _grid_filter_once(feats, values, spacing, var, nearest, 0.25)
+    for b in range(3):
+        alone = _grid_filter_once(feats[b:b + 1], values[b:b + 1], spacing, var, nearest, 0.25)
+        torch.testing.assert_close(shared[b:b + 1], alone)
 
 
 def test_truncated_blur_equals_dense_blur():
