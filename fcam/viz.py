@@ -21,10 +21,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Union
 
 import cv2
@@ -304,19 +305,13 @@ def _draw_boxes(tile: Image.Image, boxes: np.ndarray, scale: tuple[float, float]
 
 def _save_png(grid: Image.Image, path: str | os.PathLike[str]) -> None:
     """Write atomically: a reader never sees a half-written PNG."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            grid.save(handle, format="PNG")
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    logger.info("saved comparison grid to %s", target)
+    # Imported here: fcam.data pulls in the metrics, which plain overlays do not need.
+    from fcam.data.wsol_writer import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    atomic_write_bytes(Path(os.fspath(path)), buffer.getvalue())
+    logger.info("saved comparison grid to %s", os.fspath(path))
 
 
 def comparison_grid(

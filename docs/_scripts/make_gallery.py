@@ -29,19 +29,9 @@ from torch.utils.data import DataLoader
 from fcam import cams
 from fcam.data import SyntheticWSOL
 from fcam.demo import DemoConfig, load_classifier, run_demo
+from fcam.demo.config import DEMO_CAMS
 from fcam.viz import comparison_grid
 
-NAMES = {
-    "cam": "CAM",
-    "gradcam": "Grad-CAM",
-    "gradcampp": "Grad-CAM++",
-    "smoothgradcampp": "Smooth Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "layercam": "LayerCAM",
-    "scorecam": "Score-CAM",
-    "sscam": "SS-CAM",
-    "iscam": "IS-CAM",
-}
 
 
 def cam_gallery(classifier: Path, config: DemoConfig, output: Path, quick: bool) -> None:
@@ -51,7 +41,8 @@ def cam_gallery(classifier: Path, config: DemoConfig, output: Path, quick: bool)
     device = next(model.parameters()).device
     images, labels = batch["image"].to(device), batch["label"].to(device)
     maps = {}
-    for name, title in NAMES.items():
+    for name in cams.available():
+        title = DEMO_CAMS.get(name, name)
         options: dict[str, object] = {}
         if name in ("scorecam", "sscam", "iscam"):
             options["batch_size"] = 64 if quick else 256
