@@ -408,12 +408,16 @@ def _read_image(path: Path) -> Any:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
+    import io
+
     import numpy as np
     import torch
     from PIL import Image
 
     from fcam.data.synthetic import IMAGENET_MEAN, IMAGENET_STD
+    from fcam.data.wsol_writer import atomic_write_bytes
     from fcam.demo.classifier import load_classifier
+    from fcam.demo.report import atomic_write_png
     from fcam.viz import overlay
 
     pil_images = [_read_image(p) for p in args.images]  # fail before any heavy work
@@ -449,9 +453,11 @@ def _run_explain(args: argparse.Namespace) -> int:
                 maps = extractor.explain(images, [target], size=(size, size))
             heat = maps[0].float().cpu()
             stem = args.out / f"{path.stem}-class{target}"
-            Image.fromarray(overlay(raw, heat)).save(stem.with_suffix(".png"))
+            atomic_write_png(stem.with_suffix(".png"), overlay(raw, heat))
             if args.save_maps:
-                np.save(stem.with_suffix(".npy"), heat.numpy())
+                buffer = io.BytesIO()
+                np.save(buffer, heat.numpy())
+                atomic_write_bytes(stem.with_suffix(".npy"), buffer.getvalue())
             print(
                 f"{path} -> {stem.with_suffix('.png')} (class {target}, "
                 f"p={float(logits.softmax(1)[0, target]):.2f})"

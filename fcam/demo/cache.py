@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +39,15 @@ def config_key(config: dict[str, Any]) -> str:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to ``path`` through a temporary file and :func:`os.replace`."""
+    import io
+
     import torch  # deferred: this module is imported by the torch-free demo config
 
+    from fcam.data.wsol_writer import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
     logger.debug("saved %s", path)
     return path

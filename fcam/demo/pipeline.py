@@ -43,7 +43,13 @@ from fcam.demo.classifier import (
 )
 from fcam.demo.config import DEMO_CAMS, TARGET_LAYER, DemoConfig
 from fcam.demo.evaluation import LocalizationScores, evaluate_localization
-from fcam.demo.report import atomic_write_text, format_table, gain_lines, results_json
+from fcam.demo.report import (
+    atomic_write_png,
+    atomic_write_text,
+    format_table,
+    gain_lines,
+    results_json,
+)
 
 __all__ = ["DEMO_CAMS", "DemoConfig", "DemoResult", "run_demo"]
 
@@ -131,8 +137,6 @@ def _fcam_map_fn(explainer: Any) -> Callable[[torch.Tensor, torch.Tensor], torch
 def _write_visuals(
     maps: dict[str, torch.Tensor], test: SyntheticWSOL, n: int, out_dir: Path
 ) -> dict[str, Any]:
-    from PIL import Image
-
     from fcam.viz import comparison_grid, overlay
 
     items = [test[i] for i in range(n)]
@@ -142,10 +146,7 @@ def _write_visuals(
         slug = label.lower().replace(" + ", "-").replace("+", "p").replace(" ", "-")
         for i, it in enumerate(items):
             path = out_dir / "overlays" / f"{i:02d}-{slug}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            array = overlay(it["raw"], batch_maps[i])
-            Image.fromarray(array).save(path)
-            overlays.append(str(path))
+            overlays.append(str(atomic_write_png(path, overlay(it["raw"], batch_maps[i]))))
     grid_path = out_dir / "comparison_grid.png"
     comparison_grid(
         images,

@@ -1,18 +1,29 @@
-"""Results tables (plain text, Markdown, JSON) and atomic text writes for the demo."""
+"""Results tables (plain text, Markdown, JSON) and atomic text/PNG writes for the demo."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from fcam.data.wsol_writer import atomic_write_bytes
 from fcam.demo.evaluation import LocalizationScores
 
-__all__ = ["COLUMNS", "atomic_write_text", "format_table", "gain_lines", "results_json"]
+__all__ = [
+    "COLUMNS",
+    "atomic_write_png",
+    "atomic_write_text",
+    "format_table",
+    "gain_lines",
+    "results_json",
+]
 
 # (header, LocalizationScores attribute)
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -65,16 +76,16 @@ def results_json(
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` (UTF-8) through a temporary file and :func:`os.replace`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def atomic_write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write an ``(H, W, 3)`` uint8 RGB array as a PNG, atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
