@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
+import fcam.losses.crf as crf_module
 from fcam.losses import DenseCRFLoss, dense_crf_loss
 from fcam.losses.bilateral import (
     _blur_first_axis,
@@ -112,6 +113,13 @@ def test_accuracy_bar_48():
 @pytest.mark.slow
 def test_accuracy_bar_64():
     _check_accuracy(64)
+
+
+@pytest.mark.slow
+def test_accuracy_bar_48_grid_at_small_sigma(monkeypatch):
+    """The grid alone (window path off) also meets the bar at σ_xy = 5."""
+    monkeypatch.setattr(crf_module, "_WINDOW_MAX_SIGMA_XY", 0.0)
+    _check_accuracy(48)
 
 
 # --- exact path -----------------------------------------------------------------------------
