@@ -12,6 +12,12 @@ over the resident size just before the call (Linux: the peak, ``VmHWM``, is rese
 subprocess). It includes the inputs' autograd buffers (softmax output, gradients). On CUDA it is
 ``torch.cuda.max_memory_allocated`` above the inputs.
 
+Threads: ``--threads 1`` (default) is the stable setting on a shared, loaded machine. With
+several threads each small tensor op pays an OpenMP synchronisation cost that explodes when the
+cores are oversubscribed (measured: the CRF went from ~13 % to ~100 % of the resnet50 step at
+2 threads under a load average of 11), while the large convolutions of resnet50 are barely
+affected.
+
 Example::
 
     python benchmarks/bench_losses.py                     # full: batch 32 at 224², 1 thread
