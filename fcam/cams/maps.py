@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (doctest namespace)
 import torch.nn.functional as F
+from collections.abc import Sequence
 from torch import Tensor
 
 __all__ = ["normalize", "upsample"]
@@ -50,7 +51,7 @@ def normalize(maps: Tensor, eps: float = 1e-8) -> Tensor:
     return shifted / span.clamp_min(eps)
 
 
-def upsample(maps: Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> Tensor:
+def upsample(maps: Tensor, size: int | Sequence[int], mode: str = "bilinear") -> Tensor:
     """Resize a batch of maps with :func:`torch.nn.functional.interpolate`.
 
     Bilinear and bicubic modes use ``align_corners=False`` (half-pixel centres, the

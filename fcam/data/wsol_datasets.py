@@ -193,7 +193,7 @@ class WSOLDataset(Dataset):
         index %= len(self)
         image_id = self.metadata.image_ids[index]
         image = self._open(image_id)
-        resized = image.resize((self.size, self.size), Image.BILINEAR)
+        resized = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
         raw = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1).contiguous()
         item: dict[str, Any] = {
             "image": (raw.float().div(255) - self._mean) / self._std,

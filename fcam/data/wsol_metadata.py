@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,7 +219,7 @@ def read_wsol_metadata(
     meta = WSOLMetadata(image_ids=image_ids, labels=labels, kind=kind, sizes=sizes)
     if kind == "boxes":
         meta.boxes = _read_boxes(loc_path)
-        annotated = meta.boxes
+        annotated: Mapping[str, object] = meta.boxes
     else:
         meta.mask_paths, meta.ignore_paths = _read_masks(loc_path)
         annotated = meta.mask_paths

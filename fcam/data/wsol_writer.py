@@ -129,12 +129,12 @@ def _sample_masks(sample: Mapping[str, Any]) -> list[Any]:
     raise ValueError(f"sample {sample.get('image_id')!r} has no 'mask'/'masks' (kind='masks')")
 
 
-def _sample_boxes(sample: Mapping[str, Any]) -> list[tuple[float, ...]]:
+def _sample_boxes(sample: Mapping[str, Any]) -> list[tuple[float, float, float, float]]:
     raw = sample.get("boxes", sample.get("box"))
     if raw is None:
         raise ValueError(f"sample {sample.get('image_id')!r} has no 'box'/'boxes' (kind='boxes')")
     array = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
-    return [tuple(float(v) for v in row) for row in array.reshape(-1, 4)]
+    return [(float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in array.reshape(-1, 4)]
 
 
 def write_wsol_layout(

@@ -173,8 +173,9 @@ def grid_gaussian_filter(features: Tensor, values: Tensor, spacing: float | Tens
     nearest = torch.as_tensor(nearest, dtype=torch.bool).expand(ndim).to(features.device)
     var = _blur_variance(spacing, nearest)
     offsets = [s / shifts for s in range(shifts)]
-    diag = sum(_self_affinity(_cell_positions(features, spacing, o, nearest)[1], spacing, var)
-               for o in offsets) / shifts
+    diag = torch.stack(
+        [_self_affinity(_cell_positions(features, spacing, o, nearest)[1], spacing, var) for o in offsets]
+    ).mean(0)
     norm = diag.rsqrt()[..., None]
     scaled = values * norm
     out = torch.zeros_like(values)
