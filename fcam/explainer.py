@@ -231,7 +231,7 @@ def _rank() -> int:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -774,7 +774,7 @@ class FCAM:
             for name, value in parts.items():
                 if not torch.isfinite(value):
                     raise FloatingPointError(
-                        f"F-CAM loss term {name!r} is {float(value)} at epoch {epoch + 1}, "
+                        f"F-CAM loss term {name!r} is {float(value.detach())} at epoch {epoch + 1}, "
                         f"step {steps + 1}; no checkpoint was written for this epoch"
                     )
             opt.zero_grad(set_to_none=True)
@@ -919,7 +919,7 @@ class FCAM:
         kwargs.update(overrides)
         fc = cls(model, c["target_layer"], cam if cam is not None else (c["cam"] or "cam"),
                  c["upscaler"], **kwargs)
-        fc._check_compatible(payload, path)
+        fc._check_compatible(payload, str(path))
         try:
             fc.decoder.load_state_dict(payload["decoder"])
         except RuntimeError as exc:

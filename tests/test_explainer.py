@@ -314,10 +314,11 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- end to end
-E2E_SIZE = 64
+E2E_SIZE = 128
 # F-CAM must beat the interpolated seed CAM by this many PxAP points on held-out images.
-# Measured with this exact setup (classifier, data, 2 F-CAM epochs): see test docstring.
-E2E_MARGIN = 5.0
+# Measured with this exact setup (classifier 75 % accurate, 2 F-CAM epochs of 160 images):
+# interpolated CAM 27.3, F-CAM 43.1 (+15.8); the margin is half of that, for platform noise.
+E2E_MARGIN = 8.0
 
 
 def _e2e_net() -> nn.Sequential:
@@ -326,14 +327,14 @@ def _e2e_net() -> nn.Sequential:
 
     return nn.Sequential(
         *block(3, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 64),
-        nn.MaxPool2d(2), *block(64, 64), nn.MaxPool2d(2), *block(64, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 5),
+        nn.MaxPool2d(2), *block(64, 64), nn.MaxPool2d(2), *block(64, 128), nn.MaxPool2d(2),
+        *block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 5),
     )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def e2e_classifier(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
-    """A stride-16 CNN trained from scratch on SyntheticWSOL (4×4 CAMs at 64 px), cached."""
+    """A stride-32 CNN trained from scratch on SyntheticWSOL (4×4 CAMs at 128 px), cached."""
     from fcam.data import SyntheticWSOL
 
     path = tmp_path_factory.getbasetemp() / "e2e_classifier.pt"
@@ -378,7 +379,7 @@ def test_end_to_end_fcam_beats_interpolated_cam(e2e_classifier: nn.Module) -> No
     train = SyntheticWSOL(160, size=E2E_SIZE, seed=1, split="train")
     torch.manual_seed(0)
     loader = DataLoader(train, batch_size=16, shuffle=True)
-    fc = FCAM(model, "18", cam="gradcampp", widths=(32, 16, 8, 8))
+    fc = FCAM(model, "22", cam="gradcampp", widths=(32, 16, 16, 8, 8))
     fc.fit(loader, epochs=2, progress=False)
     maps, cams = fc.explain(tx, targets=ty, return_cam=True)
     cam_ap, fcam_ap = pxap(cams, masks), pxap(maps, masks)

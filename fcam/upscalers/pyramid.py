@@ -42,6 +42,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -106,19 +107,18 @@ class Pyramid:
         return {"head": one(self.head), "skips": [one(s) for s in self.skips]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Pyramid:
+    def from_dict(cls, data: dict[str, Any]) -> Pyramid:
         """Inverse of :meth:`to_dict`."""
 
-        def one(v: object) -> FeatureLevel | None:
+        def one(v: Any) -> FeatureLevel | None:
             if v is None:
                 return None
-            name, channels, level = v  # type: ignore[misc]
-            return FeatureLevel(str(name), int(channels), int(level))
+            return FeatureLevel(str(v[0]), int(v[1]), int(v[2]))
 
         head = one(data["head"])
         if head is None:
             raise ValueError("pyramid description has no head")
-        return cls(head=head, skips=tuple(one(s) for s in data["skips"]))  # type: ignore[union-attr]
+        return cls(head=head, skips=tuple(one(s) for s in data["skips"]))
 
 
 def module_name(model: nn.Module, layer: nn.Module | str) -> str:

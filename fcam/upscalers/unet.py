@@ -116,7 +116,7 @@ class UNetDecoder(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.seg_head.weight)
-        nn.init.zeros_(self.seg_head.bias)
+        nn.init.zeros_(self.seg_head.bias)  # type: ignore[arg-type]
 
     def forward(
         self,
