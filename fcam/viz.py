@@ -26,7 +26,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, overload
 
 import cv2
 import numpy as np
@@ -180,6 +180,28 @@ def _blend(rgb: torch.Tensor, heat: torch.Tensor, colormap: str, alpha: float) -
     coloured = lut[(heat * 255).round().long()].float()
     mixed = (1 - alpha) * rgb.to(heat.device).float() + alpha * coloured
     return mixed.round().clamp(0, 255).to(torch.uint8)
+
+
+@overload
+def overlay(
+    image: Image.Image,
+    map: MapLike,  # noqa: A002
+    colormap: str = ...,
+    alpha: float = ...,
+    mean: Sequence[float] | torch.Tensor | None = ...,
+    std: Sequence[float] | torch.Tensor | None = ...,
+) -> Image.Image: ...
+
+
+@overload
+def overlay(
+    image: np.ndarray | torch.Tensor,
+    map: MapLike,  # noqa: A002
+    colormap: str = ...,
+    alpha: float = ...,
+    mean: Sequence[float] | torch.Tensor | None = ...,
+    std: Sequence[float] | torch.Tensor | None = ...,
+) -> np.ndarray: ...
 
 
 def overlay(
