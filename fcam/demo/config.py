@@ -80,9 +80,9 @@ class DemoConfig:
             "n_train": 600,
             "n_test": 100,
             "classifier_epochs": 5,
-            "fcam_epochs": 3,
-            "fcam_train": 200,
-            # Smaller batches give F-CAM more SGD steps (75 per method) for the same compute.
+            "fcam_epochs": 4,
+            "fcam_train": 256,
+            # Smaller batches give F-CAM more SGD steps (128 per method) for the same compute.
             "fcam_batch_size": 8,
         }
         return cls(**{**preset, **overrides})
