@@ -352,7 +352,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         args.metadata,
         mask_root=args.mask_root,
         size=args.size,
-        num_classes=int(meta["num_classes"]),
+        num_classes=int(str(meta["num_classes"])),
     )
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=wsol_collate)
     explainer = _load_explainer(args, model)
@@ -424,10 +424,10 @@ def _run_explain(args: argparse.Namespace) -> int:
     model, meta = load_classifier(args.classifier, arch=args.arch, device=args.device)
     for p in model.parameters():
         p.requires_grad_(False)
-    num_classes = int(meta["num_classes"])
+    num_classes = int(str(meta["num_classes"]))
     if args.target is not None and not 0 <= args.target < num_classes:
         raise ValueError(f"--target must be in [0, {num_classes}), got {args.target}")
-    size = args.size or meta.get("image_size") or 224
+    size = int(str(args.size or meta.get("image_size") or 224))
     device = next(model.parameters()).device
     explainer = _load_explainer(args, model)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -440,7 +440,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         extractor = create(args.cam, model, "layer4")
     try:
         for path, pil in zip(args.images, pil_images):
-            resized = pil.resize((size, size), Image.BILINEAR)
+            resized = pil.resize((size, size), Image.Resampling.BILINEAR)
             raw = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1)
             images = ((raw.float() / 255 - mean) / std)[None].to(device)
             with torch.no_grad():
@@ -450,6 +450,7 @@ def _run_explain(args: argparse.Namespace) -> int:
                 with torch.no_grad():
                     maps = explainer.explain(images, [target])
             else:
+                assert extractor is not None  # built above whenever explainer is None
                 maps = extractor.explain(images, [target], size=(size, size))
             heat = maps[0].float().cpu()
             stem = args.out / f"{path.stem}-class{target}"

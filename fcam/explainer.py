@@ -19,7 +19,7 @@ the CRF loss sums ``W_ij`` over all pixel pairs, so at a fixed spatial bandwidth
 ``(H·W)²``; the weight used is ``crf_weight · (224² / (H·W))²``, which keeps the balance between
 the CRF and the seed term independent of the image size. The default, ``3e-8``, is 30× the
 published weight (1e-9 for the exact kernel, i.e. the paper's 2e-9 on its lattice): with the
-published value the map stays a blob the size of the blurred CAM (method.md §8). Measured on
+published value the map stays a blob the size of the blurred CAM. Measured on
 :class:`fcam.data.SyntheticWSOL` (PxAP on 100 held-out images, gradcampp seeds, SGD lr 0.01,
 batch 16, other losses and seeds at the paper's values):
 
@@ -278,7 +278,7 @@ class _FrozenClassifier:
 class FCAM:
     r"""Learned full-resolution CAMs for a frozen classifier (F-CAM).
 
-    Training objective per batch (method.md §2), with :math:`z` the decoder logits,
+    Training objective per batch (Belharbi et al., WACV 2022, Sec. 3), with :math:`z` the decoder logits,
     :math:`S = \mathrm{softmax}(z)` and :math:`I` the raw RGB image in [0, 255]:
 
     .. math::
@@ -635,7 +635,7 @@ class FCAM:
         amp: bool = False,
         on_epoch_start: Callable[[int], Any] | None = None,
     ) -> list[dict[str, float]]:
-        """Train the decoder on the frozen classifier (SGD, method.md §3).
+        """Train the decoder on the frozen classifier (SGD, the published F-CAM settings).
 
         Args:
             loader: iterable of batches: image tensors, ``(images, labels, ...)`` tuples, or

@@ -167,7 +167,7 @@ class _CAM(ABC):
         self,
         images: Tensor,
         targets: Targets = None,
-        size: int | tuple[int, int] | None = None,
+        size: int | Sequence[int] | None = None,
     ) -> Tensor:
         """Maps upsampled (bilinear) to the input size, or ``size``, then normalised to [0, 1].
 

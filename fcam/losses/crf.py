@@ -34,7 +34,7 @@ Two evaluations of ``W S``:
 the permutohedral lattice of the original C++ code, whose output is about 0.5× the exact
 Gaussian sum. With the exact kernel used here the equivalent weight is ``1e-9``, the default.
 It is an absolute weight: the loss grows with the number of pixel pairs (≈ N²), so re-tune it
-(or scale it by ``(224² / N)²``) for other image sizes (method.md §8).
+(or scale it by ``(224² / N)²``) for other image sizes (the published 2e-9 is only right at 224²).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ __all__ = ["FCAMLoss"]
 
 
 class FCAMLoss(nn.Module):
-    """Sum of the three unsupervised F-CAM terms (method.md §2).
+    """Sum of the three unsupervised F-CAM terms (Belharbi et al., WACV 2022).
 
     .. math::
         \\mathcal{L} = \\lambda_{sl}\\,\\mathrm{CE}_{seeds}(z)

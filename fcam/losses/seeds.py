@@ -1,7 +1,7 @@
 """Pseudo-label seeds sampled from CAMs, and the partial cross-entropy that fits them.
 
 F-CAM trains its upscaler on a few foreground and background pixels drawn from the
-classifier's CAM at every iteration (method.md §2.1):
+classifier's CAM at every iteration (as in the published F-CAM code):
 
 * foreground: the Otsu region of ``uint8(floor(255 * cam))`` (strictly above the threshold,
   which is clamped to [1, 254]), eroded by a ``fg_erode_k`` square with geodesic borders

@@ -2,7 +2,7 @@
 
 F-CAM keeps both the foreground and the background from vanishing by imposing
 ``-size_k <= 0`` on the absolute pixel mass ``size_k = sum_i S_ik`` of each class through the
-extended log-barrier, whose sharpness ``t`` grows once per epoch (method.md §2.3).
+extended log-barrier, whose sharpness ``t`` grows once per epoch (Kervadec et al., 2019).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def size_loss(probs: Tensor, t: float | Tensor, weight: float = 0.1) -> Tensor:
         \\mathcal{L} = \\lambda \\frac{1}{K} \\sum_{k} \\frac{1}{B} \\sum_{b}
         \\psi_t\\Big(-\\sum_{i} S_{bki}\\Big)
 
-    With K = 2 (background, foreground) this is method.md's
+    With K = 2 (background, foreground) this is the published F-CAM
     ``λ · ½ [mean_b ψ_t(−size_bg) + mean_b ψ_t(−size_fg)]``; sizes are absolute sums, not
     fractions.
 
