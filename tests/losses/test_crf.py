@@ -14,8 +14,12 @@ from fcam.losses import DenseCRFLoss, dense_crf_loss
 from fcam.losses.bilateral import (
     _blur_first_axis,
     _grid_filter_once,
+    _sparse_grid_filter,
     exact_gaussian_filter,
     grid_gaussian_filter,
+    lowrank_gaussian_filter,
+    spatial_basis,
+    spatial_rank,
     window_gaussian_filter,
 )
 
@@ -113,6 +117,48 @@ def test_accuracy_bar_48():
 @pytest.mark.slow
 def test_accuracy_bar_64():
     _check_accuracy(64)
+
+
+@pytest.mark.slow
+def test_accuracy_bar_48_grid_only(monkeypatch):
+    """The 5-D grid (the path for large images) meets the bar at σ_xy = 100 too."""
+    monkeypatch.setattr(crf_module, "_LOWRANK_MAX_RANK", 0)
+    _check_accuracy(48)
+
+
+@pytest.mark.parametrize("n", [48, pytest.param(64, marks=pytest.mark.slow)])
+def test_accuracy_bar_lowrank_at_default_image_to_sigma_ratio(n):
+    """224² at σ_xy = 100 (the default) is the low-rank path at rank 10: the same image-size to
+    bandwidth ratio (and so the same rank) at a size the exact oracle can afford."""
+    sigma_xy = n * 100.0 / 224.0
+    assert spatial_rank(n, n, sigma_xy, crf_module._LOWRANK_TOL) == spatial_rank(
+        224, 224, 100.0, crf_module._LOWRANK_TOL) == 10
+    for name, make in IMAGES.items():
+        images = make(n).float()
+        for smooth in (False, True):
+            logits = _logits(n, smooth, seed=n).float()
+            ref, ref_grad = _loss_and_logit_grad(images, logits, sigma_xy, exact=True)
+            fast, fast_grad = _loss_and_logit_grad(images, logits, sigma_xy, exact=False)
+            rel = abs(fast / ref - 1)
+            cos = F.cosine_similarity(fast_grad.double(), ref_grad.double(), dim=0).item()
+            case = f"{name} smooth={smooth}: rel={rel:.4f} cos={cos:.5f}"
+            assert rel <= 0.01, case
+            assert cos >= 0.99, case
+
+
+def test_path_selection(monkeypatch):
+    """Low rank while R <= 16 (224² and 112² at σ_xy = 100), the 5-D grid beyond (448²)."""
+    assert spatial_rank(224, 224, 100.0) == 10
+    assert spatial_rank(448, 448, 100.0) > crf_module._LOWRANK_MAX_RANK
+    calls = []
+    real = crf_module.lowrank_gaussian_filter
+    monkeypatch.setattr(crf_module, "lowrank_gaussian_filter",
+                        lambda *a: calls.append("lowrank") or real(*a))
+    monkeypatch.setattr(crf_module, "spatial_rank", lambda h, w, s, t: {20: 10, 21: 17}[h])
+    for size in (20, 21):
+        images, logits = _inputs(1, size, size, dtype=torch.float32)
+        dense_crf_loss(images, torch.softmax(logits, 1))
+    assert calls == ["lowrank"]
 
 
 @pytest.mark.slow
@@ -232,6 +278,45 @@ def test_shared_grid_equals_one_grid_per_set():
     for b in range(3):
         alone = _grid_filter_once(feats[b:b + 1], values[b:b + 1], spacing, var, nearest, 0.25)
         torch.testing.assert_close(shared[b:b + 1], alone)
+
+
+@pytest.mark.parametrize(("height", "width", "sigma"), [(9, 13, 6.0), (1, 7, 3.0), (16, 16, 40.0)])
+def test_spatial_basis_reproduces_the_spatial_kernel(height, width, sigma):
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    pix = torch.stack((xs, ys), -1).reshape(-1, 2).double()
+    kernel = torch.exp(-0.5 * torch.cdist(pix, pix) ** 2 / sigma**2)
+    basis = spatial_basis(height, width, sigma, tol=1e-12, dtype=torch.float64)
+    torch.testing.assert_close(basis @ basis.T, kernel, rtol=0, atol=1e-9)
+    truncated = spatial_basis(height, width, sigma, tol=1e-2, dtype=torch.float64)
+    assert truncated.shape[1] == spatial_rank(height, width, sigma, tol=1e-2) < basis.shape[1]
+    # The residual K − ΦΦᵀ is positive semi-definite: its largest entry is on the diagonal,
+    # bounded by its trace, the dropped eigenvalue mass.
+    dropped = height * width - truncated.pow(2).sum()
+    assert (kernel - truncated @ truncated.T).abs().max() <= dropped + 1e-9
+    assert 0 < dropped < 0.1 * height * width
+
+
+def test_sparse_grid_filter_equals_grid_filter():
+    """Same approximation, other bookkeeping (sparse products): equal to rounding."""
+    g = torch.Generator().manual_seed(3)
+    feats = torch.rand(300, 3, generator=g, dtype=torch.float64) * torch.tensor([9.0, 3, 1])
+    values = torch.rand(300, 7, generator=g, dtype=torch.float64)
+    expected = grid_gaussian_filter(feats[None], values[None], spacing=0.5)[0]
+    torch.testing.assert_close(_sparse_grid_filter(feats, values, 0.5), expected)
+
+
+def test_lowrank_filter_close_to_exact():
+    g = torch.Generator().manual_seed(4)
+    height, width, sigma_xy = 12, 10, 8.0
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    coords = torch.stack((xs, ys), -1).reshape(1, -1, 2).double().expand(2, -1, -1) / sigma_xy
+    colours = torch.rand(2, height * width, 3, generator=g, dtype=torch.float64) * 3
+    values = torch.rand(2, height * width, 2, generator=g, dtype=torch.float64)
+    exact = exact_gaussian_filter(torch.cat((coords, colours), -1), values)
+    basis = spatial_basis(height, width, sigma_xy, tol=1e-6, dtype=torch.float64)
+    approx = lowrank_gaussian_filter(colours, values, basis)
+    assert ((approx - exact).abs() / exact).max() < 0.05  # per point: a few % per colour axis
+    assert abs(approx.sum() / exact.sum() - 1) < 0.005
 
 
 def test_truncated_blur_equals_dense_blur():
