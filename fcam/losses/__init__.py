@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
-from fcam.losses.bilateral import exact_gaussian_filter, grid_gaussian_filter
+from fcam.losses.bilateral import (
+    exact_gaussian_filter,
+    grid_gaussian_filter,
+    lowrank_gaussian_filter,
+    spatial_basis,
+)
 from fcam.losses.crf import DEFAULT_CRF_WEIGHT, DenseCRFLoss, dense_crf_loss
 from fcam.losses.fcam_loss import FCAMLoss
 from fcam.losses.seeds import SeedLoss, otsu_threshold, sample_seeds, seed_loss
@@ -22,6 +27,8 @@ __all__ = [
     "DEFAULT_CRF_WEIGHT",
     "exact_gaussian_filter",
     "grid_gaussian_filter",
+    "lowrank_gaussian_filter",
+    "spatial_basis",
     "log_barrier",
     "LogBarrier",
     "BarrierSchedule",

@@ -303,38 +303,48 @@ def _sparse_grid_filter(features: Tensor, values: Tensor, spacing: float) -> Ten
     sizes = (base.amax(dim=0).long() + 2).tolist()
     strides = [math.prod(sizes[d + 1:]) for d in range(ndim)]
     ncells = strides[0] * sizes[0]
-    origin = (base.long() * torch.tensor(strides, device=device)).sum(1)
+    # int32 indices halve the index traffic; torch's CSR kernels take either width.
+    index_dtype = torch.int32 if ncells * 2 ** ndim < 2**31 else torch.int64
+    origin = (base @ torch.tensor(strides, dtype=base.dtype, device=device)).to(index_dtype)
 
-    # Multilinear corner weights (N, 2^D) with the diagonal correction folded in.
+    # Multilinear corner weights, (2^D, N) (one contiguous row per corner), with the diagonal
+    # correction folded in. Axis 0 (largest stride) is the most significant bit of the corner
+    # number, so the offsets increase and each slice row has sorted columns.
     g0 = 1.0 / math.sqrt(var)
     g1 = g0 * math.exp(-0.5 * spacing * spacing / var)
     low = 1.0 - frac
-    weights = ((low * low + frac * frac) * g0 + 2.0 * low * frac * g1).prod(1).rsqrt()[:, None]
+    weights = ((low * low + frac * frac) * g0 + 2.0 * low * frac * g1).prod(1).rsqrt()[None]
     offsets = [0]
-    for d in range(ndim):
-        weights = torch.stack((weights * low[:, d:d + 1], weights * frac[:, d:d + 1]), 2)
-        weights = weights.reshape(npts, -1)
-        offsets = [o + s for o in offsets for s in (0, strides[d])]
+    for d in range(ndim - 1, -1, -1):
+        weights = torch.stack((weights * low[:, d], weights * frac[:, d])).view(-1, npts)
+        offsets = [s + o for s in (0, strides[d]) for o in offsets]
 
     # Splat: one sort of the base cells; corner c lands at base + offsets[c].
-    order = torch.argsort(origin, stable=True)  # sorted columns within each CSR row
-    crow = torch.zeros(ncells + 1, dtype=torch.long, device=device)
+    order = torch.argsort(origin, stable=True)
+    crow = torch.zeros(ncells + 1, dtype=index_dtype, device=device)
     torch.cumsum(torch.bincount(origin, minlength=ncells), 0, out=crow[1:])
-    sorted_weights = weights[order]
+    col = order.to(index_dtype)
+    sorted_weights = weights.index_select(1, order)
     grid = values.new_zeros(ncells, channels)
     for corner, offset in enumerate(offsets):
-        part = _sparse_csr(crow, order, sorted_weights[:, corner].contiguous(), (ncells, npts))
-        grid[offset:] += (part @ values)[:ncells - offset]
+        # Base cells below ncells − offset hold every point (the grid has a one-cell margin),
+        # so the truncated row pointer still ends at N: accumulate straight into the grid.
+        rows = crow[:ncells - offset + 1]
+        part = _sparse_csr(rows, col, sorted_weights[corner], (ncells - offset, npts))
+        grid[offset:].addmm_(part, values)
 
     grid = grid.view(*sizes, channels)
     for _ in range(ndim):
         grid = _blur_first_axis(grid, spacing, var)
     grid = grid.movedim(0, -1).reshape(ncells, channels)
 
-    # Slice: row i holds point i's 2^D corners (increasing offsets, so sorted columns).
-    corners = origin[:, None] + torch.tensor(offsets, device=device)
-    rows = torch.arange(0, npts * len(offsets) + 1, len(offsets), device=device)
-    return _sparse_csr(rows, corners.reshape(-1), weights.reshape(-1), (npts, ncells)) @ grid
+    # Slice: row i holds point i's 2^D corners.
+    corners = origin[:, None] + torch.tensor(offsets, dtype=index_dtype, device=device)
+    rows = torch.arange(0, npts * len(offsets) + 1, len(offsets), dtype=index_dtype,
+                        device=device)
+    slicer = _sparse_csr(rows, corners.view(-1), weights.t().reshape(-1), (npts, ncells))
+    out = values.new_empty(npts, channels)
+    return torch.addmm(out, slicer, grid, beta=0, out=out)  # beta=0: out is not read
 
 
 def lowrank_gaussian_filter(colours: Tensor, values: Tensor, basis: Tensor,
@@ -357,8 +367,11 @@ def lowrank_gaussian_filter(colours: Tensor, values: Tensor, basis: Tensor,
     batch, npts, channels = values.shape
     rank = basis.shape[1]
     out = torch.empty_like(values)
+    column = basis[:, :, None]
     for b in range(batch):
-        lifted = (basis[:, :, None] * values[b, :, None, :]).reshape(npts, rank * channels)
-        filtered = _sparse_grid_filter(colours[b], lifted, spacing).view(npts, rank, channels)
-        out[b] = torch.einsum("nr,nrc->nc", basis, filtered)
+        # Channel-major (N, C·R) layout: per-channel products and a batched contraction
+        # vectorise well (a broadcast with a 2-wide innermost dimension does not).
+        lifted = torch.cat([basis * values[b, :, c, None] for c in range(channels)], dim=1)
+        filtered = _sparse_grid_filter(colours[b], lifted, spacing).view(npts, channels, rank)
+        out[b] = torch.bmm(filtered, column)[..., 0]
     return out

@@ -18,15 +18,24 @@ Two evaluations of ``W S``:
 
 * ``exact=True``: brute force in row chunks (O(N²) time, O(N) memory per chunk row), the oracle
   for small images;
-* default: linear in the number of pixels. For ``σ_xy > 6`` px a bilateral grid
-  (:func:`fcam.losses.bilateral.grid_gaussian_filter`: spacing σ/2 in all five dimensions,
-  multilinear splat/slice, sampled-Gaussian blur, diagonal self-affinity correction, colour
-  axes rotated onto each image's principal colour axes). For ``σ_xy <= 6`` px, exact pairs
-  within a ``4 σ_xy`` window (:func:`fcam.losses.bilateral.window_gaussian_filter`). Measured
-  against the exact loss on natural images, sharp colour edges, constant images and smooth
-  random fields (48² and 64², σ_xy 100 and 5, random and smooth probabilities): relative error
-  ≤ 0.35 %, logit-gradient cosine ≥ 0.9997 (the grid alone, also at σ_xy = 5). The window
-  path costs O(N · σ_xy²), the grid O(N) for a fixed σ_xy; both use O(N) memory.
+* default: linear in the number of pixels, by the first of three paths that applies:
+
+  - ``σ_xy <= 6`` px: exact pairs within a ``4 σ_xy`` window
+    (:func:`fcam.losses.bilateral.window_gaussian_filter`), O(N · σ_xy²);
+  - the spatial Gaussian of the pixel grid has a low rank ``R <= 16`` (its eigen-products
+    down to 3e-3 of the largest; ``R = 10`` for 224² at σ_xy = 100, the default regime):
+    ``W = (Φ Φᵀ) ∘ K_rgb`` is evaluated as ``R`` colour-only filterings
+    (:func:`fcam.losses.lowrank_gaussian_filter`), each on a 3-D bilateral grid with 8
+    corners per pixel and sparse-matrix splat/slice, O(N · R);
+  - otherwise (large images relative to σ_xy, e.g. 448² at 100) a 5-D bilateral grid
+    (:func:`fcam.losses.grid_gaussian_filter`), O(N) for a fixed σ_xy.
+
+  Both grids use spacing σ/2, multilinear splat/slice, a sampled-Gaussian blur, a diagonal
+  self-affinity correction, and colour axes rotated onto each image's principal colour axes.
+  Measured against the exact loss on natural images, sharp colour edges, constant images and
+  smooth random fields (48² and 64²; σ_xy 100, 5, and the default 224²/100 ratio; random and
+  smooth probabilities): relative error ≤ 0.35 %, logit-gradient cosine ≥ 0.9996, for each
+  path (tests/losses/test_crf.py). All use O(N) memory (O(N · R) for the low-rank path).
   The filtered values of the forward pass are reused by the backward pass, so one filtering per
   step suffices.
 
@@ -98,32 +107,31 @@ def _filter(images: Tensor, probs: Tensor, sigma_rgb: float, sigma_xy: float,
         radius = math.ceil(4 * sigma_xy)
         return window_gaussian_filter(images / sigma_rgb, probs, sigma_xy, radius)
     height, width = probs.shape[2:]
-    features = _pixel_features(images, sigma_rgb, sigma_xy)
     values = probs.reshape(batch, classes, -1).transpose(1, 2)
     if exact:
-        filtered = exact_gaussian_filter(features, values)
+        filtered = exact_gaussian_filter(_pixel_features(images, sigma_rgb, sigma_xy), values)
     elif spatial_rank(height, width, sigma_xy, _LOWRANK_TOL) <= _LOWRANK_MAX_RANK:
         basis = spatial_basis(height, width, sigma_xy, _LOWRANK_TOL, probs.dtype, probs.device)
-        filtered = lowrank_gaussian_filter(_align_colours(features)[..., 2:], values, basis,
-                                           _GRID_SPACING)
+        colours = _principal_colours(images.reshape(batch, 3, -1).transpose(1, 2) / sigma_rgb)
+        filtered = lowrank_gaussian_filter(colours, values, basis, _GRID_SPACING)
     else:
-        filtered = grid_gaussian_filter(_align_colours(features), values, _GRID_SPACING,
-                                        _GRID_SHIFTS)
+        features = _pixel_features(images, sigma_rgb, sigma_xy)
+        features = torch.cat((features[..., :2], _principal_colours(features[..., 2:])), dim=-1)
+        filtered = grid_gaussian_filter(features, values, _GRID_SPACING, _GRID_SHIFTS)
     return filtered.transpose(1, 2).reshape(probs.shape)
 
 
-def _align_colours(features: Tensor) -> Tensor:
-    """Rotate each image's colour features onto their principal axes.
+def _principal_colours(colours: Tensor) -> Tensor:
+    """Centre each image's (B, N, 3) colour features and rotate them onto their principal axes.
 
     ``W`` depends only on colour distances, so any rotation leaves it unchanged; aligning the
     axes with the colour distribution shrinks its bounding box (natural images lie near the
-    grey diagonal), hence the grid the fast path allocates and blurs.
+    grey diagonal), hence the grid the fast paths allocate and blur.
     """
-    colours = features[..., 2:]
     centred = colours - colours.mean(dim=1, keepdim=True)
     cov = centred.transpose(1, 2) @ centred
     _, axes = torch.linalg.eigh(cov.double())
-    return torch.cat((features[..., :2], centred @ axes.to(colours.dtype)), dim=-1)
+    return centred @ axes.to(colours.dtype)
 
 
 class _QuadraticCRF(torch.autograd.Function):
