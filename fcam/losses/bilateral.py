@@ -282,30 +282,31 @@ def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]
         return torch.sparse_csr_tensor(crow, col, values, size=size)
 
 
-def _sparse_grid_filter(features: Tensor, values: Tensor, spacing: float) -> Tensor:
-    """Splat / blur / slice on a dense grid for one (N, D) point set and (N, C) values.
+def _sparse_grid_filter(points: Tensor, values: Tensor, spacing: float) -> Tensor:
+    """Splat / blur / slice on a dense grid for one point set, (D, N) coordinates (one row per
+    axis, so per-axis operations run on contiguous rows), and (N, C) values.
 
     Same approximation as :func:`grid_gaussian_filter` (multilinear weights, sampled-Gaussian
     blur with the remaining variance, symmetric diagonal correction), organised for many
-    channels: the splat and the slice are sparse-matrix products (``torch.sparse_csr``) whose
-    cost per point is independent of the number of corners' bookkeeping, and the splat needs a
-    sort of the N base cells only (each of the ``2^D`` corners is the base cell shifted by a
-    constant).
+    channels: the splat and the slice are sparse-matrix products (``torch.sparse_csr``), and the
+    splat needs a sort of the N base cells only (each of the ``2^D`` corners is the base cell
+    shifted by a constant).
     """
-    npts, ndim = features.shape
+    ndim, npts = points.shape
     channels = values.shape[1]
-    device = features.device
+    device = points.device
     var = 1.0 - spacing * spacing / 3.0
-    pos = features / spacing
-    pos = pos - pos.amin(dim=0).floor()
+    pos = points / spacing
+    pos = pos - pos.amin(dim=1, keepdim=True).floor()
     base = pos.floor()
     frac = pos - base
-    sizes = (base.amax(dim=0).long() + 2).tolist()
+    sizes = (base.amax(dim=1).long() + 2).tolist()
     strides = [math.prod(sizes[d + 1:]) for d in range(ndim)]
     ncells = strides[0] * sizes[0]
     # int32 indices halve the index traffic; torch's CSR kernels take either width.
     index_dtype = torch.int32 if ncells * 2 ** ndim < 2**31 else torch.int64
-    origin = (base @ torch.tensor(strides, dtype=base.dtype, device=device)).to(index_dtype)
+    stride_row = torch.tensor([strides], dtype=base.dtype, device=device)
+    origin = (stride_row @ base)[0].to(index_dtype)
 
     # Multilinear corner weights, (2^D, N) (one contiguous row per corner), with the diagonal
     # correction folded in. Axis 0 (largest stride) is the most significant bit of the corner
@@ -313,10 +314,10 @@ def _sparse_grid_filter(features: Tensor, values: Tensor, spacing: float) -> Ten
     g0 = 1.0 / math.sqrt(var)
     g1 = g0 * math.exp(-0.5 * spacing * spacing / var)
     low = 1.0 - frac
-    weights = ((low * low + frac * frac) * g0 + 2.0 * low * frac * g1).prod(1).rsqrt()[None]
+    weights = ((low * low + frac * frac) * g0 + 2.0 * low * frac * g1).prod(0).rsqrt()[None]
     offsets = [0]
     for d in range(ndim - 1, -1, -1):
-        weights = torch.stack((weights * low[:, d], weights * frac[:, d])).view(-1, npts)
+        weights = torch.stack((weights * low[d], weights * frac[d])).view(-1, npts)
         offsets = [s + o for s in (0, strides[d]) for o in offsets]
 
     # Splat: one sort of the base cells; corner c lands at base + offsets[c].
@@ -368,10 +369,11 @@ def lowrank_gaussian_filter(colours: Tensor, values: Tensor, basis: Tensor,
     rank = basis.shape[1]
     out = torch.empty_like(values)
     column = basis[:, :, None]
+    points = colours.transpose(1, 2).contiguous()  # (B, D, N); free for channel-first colours
     for b in range(batch):
         # Channel-major (N, C·R) layout: per-channel products and a batched contraction
         # vectorise well (a broadcast with a 2-wide innermost dimension does not).
         lifted = torch.cat([basis * values[b, :, c, None] for c in range(channels)], dim=1)
-        filtered = _sparse_grid_filter(colours[b], lifted, spacing).view(npts, channels, rank)
+        filtered = _sparse_grid_filter(points[b], lifted, spacing).view(npts, channels, rank)
         out[b] = torch.bmm(filtered, column)[..., 0]
     return out

@@ -128,10 +128,11 @@ def _principal_colours(colours: Tensor) -> Tensor:
     axes with the colour distribution shrinks its bounding box (natural images lie near the
     grey diagonal), hence the grid the fast paths allocate and blur.
     """
-    centred = colours - colours.mean(dim=1, keepdim=True)
-    cov = centred.transpose(1, 2) @ centred
+    rows = colours.transpose(1, 2)  # (B, 3, N): products over N run on contiguous rows
+    centred = rows - rows.mean(dim=2, keepdim=True)
+    cov = centred @ centred.transpose(1, 2)
     _, axes = torch.linalg.eigh(cov.double())
-    return centred @ axes.to(colours.dtype)
+    return (axes.transpose(1, 2).to(colours.dtype) @ centred).transpose(1, 2)
 
 
 class _QuadraticCRF(torch.autograd.Function):
