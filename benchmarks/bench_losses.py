@@ -5,8 +5,10 @@ Table 1: milliseconds per batch (forward + backward through the logits) of each 
 measured in the same run (CPU, and CUDA when available). Targets (issue 7): CRF <= 3 % and all
 three losses <= 5 % of the resnet50 step on CPU.
 
-Table 2: the dense-CRF loss (fast path, forward + backward, one image) at 112², 224², 448²,
-896²: time and peak memory. Peak memory is the increase of the process's peak resident set size
+Table 2: the dense-CRF loss (forward + backward, one image) at 112², 224², 448², 896²: time
+and peak memory, for the path the loss chooses (``auto``) and for each fast path forced
+(``--paths``): the low-rank path costs O(N · R) with a rank R that grows like (size / σ_xy)²,
+the 5-D grid O(N) for a fixed σ_xy, which is why the loss switches to the grid above R = 16. Peak memory is the increase of the process's peak resident set size
 over the resident size just before the call (Linux: the peak, ``VmHWM``, is reset through
 ``/proc/self/clear_refs`` first, so import-time peaks do not hide it; each size runs in a fresh
 subprocess). It includes the inputs' autograd buffers (softmax output, gradients). On CUDA it is
@@ -109,6 +111,7 @@ def table_losses(batch: int, size: int, device: torch.device, repeats: int) -> N
                                                 logits), device, repeats),
     }
     rows["all three losses"] = rows["SeedLoss"] + rows["DenseCRFLoss"] + rows["SizeLoss"]
+    rows["all three + sample_seeds"] = rows["all three losses"] + rows["sample_seeds"]
     ref = rows["resnet50 fwd+bwd"]
     print(f"\n## Losses, batch {batch} x {size}², {device.type}, "
           f"{torch.get_num_threads()} thread(s), best of {repeats}")
@@ -118,8 +121,27 @@ def table_losses(batch: int, size: int, device: torch.device, repeats: int) -> N
         print(f"| {name} | {ms:.1f} | {100 * ms / ref:.2f} % |")
 
 
-def _measure_crf(size: int, device_name: str, repeats: int) -> dict[str, float]:
+def _force_path(path: str) -> None:
+    """Make the CRF take one fast path whatever the rank ("auto": its own choice)."""
+    import fcam.losses.crf as crf_module
+
+    if path == "grid":
+        crf_module._LOWRANK_MAX_RANK = 0
+    elif path == "lowrank":
+        crf_module._LOWRANK_MAX_RANK = 10**9
+
+
+def _auto_path(size: int) -> str:
+    import fcam.losses.crf as crf_module
+    from fcam.losses.bilateral import spatial_rank
+
+    rank = spatial_rank(size, size, 100.0, crf_module._LOWRANK_TOL)
+    return f"low-rank (R={rank})" if rank <= crf_module._LOWRANK_MAX_RANK else "5-D grid"
+
+
+def _measure_crf(size: int, device_name: str, repeats: int, path: str) -> dict[str, float]:
     """Run in a fresh process: time and peak memory of one CRF fwd+bwd on one image."""
+    _force_path(path)
     device = torch.device(device_name)
     images = _images(1, size, device)
     logits = torch.randn(1, 2, size, size, device=device, requires_grad=True)
@@ -148,19 +170,22 @@ def _proc_status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status (Linux only)")
 
 
-def table_scaling(sizes: list[int], device: torch.device, repeats: int, threads: int) -> None:
-    print(f"\n## DenseCRFLoss scaling (fast path, σ_rgb 15, σ_xy 100, 1 image, fwd+bwd, "
-          f"{device.type})")
-    print("| size | pixels | ms | ms / Mpixel | peak MiB | MiB / Mpixel |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for size in sizes:
-        cmd = [sys.executable, __file__, "--_measure", str(size), "--device", device.type,
-               "--repeats", str(repeats), "--threads", str(threads)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        row = json.loads(out.strip().splitlines()[-1])
-        mpix = size * size / 1e6
-        print(f"| {size}² | {size * size} | {row['ms']:.1f} | {row['ms'] / mpix:.0f} | "
-              f"{row['peak_mib']:.1f} | {row['peak_mib'] / mpix:.0f} |")
+def table_scaling(sizes: list[int], device: torch.device, repeats: int, threads: int,
+                  paths: list[str]) -> None:
+    print(f"\n## DenseCRFLoss scaling (σ_rgb 15, σ_xy 100, 1 image, fwd+bwd, {device.type})")
+    print("| path | size | pixels | ms | ms / Mpixel | peak MiB | MiB / Mpixel |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for path in paths:
+        for size in sizes:
+            cmd = [sys.executable, __file__, "--_measure", str(size), "--device", device.type,
+                   "--repeats", str(repeats), "--threads", str(threads), "--_path", path]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            mpix = size * size / 1e6
+            label = f"auto: {_auto_path(size)}" if path == "auto" else path
+            print(f"| {label} | {size}² | {size * size} | {row['ms']:.1f} | "
+                  f"{row['ms'] / mpix:.0f} | {row['peak_mib']:.1f} | "
+                  f"{row['peak_mib'] / mpix:.0f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,12 +198,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch CPU threads (1 is the most stable on a shared machine)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, then cuda)")
     parser.add_argument("--skip-losses", action="store_true")
+    parser.add_argument("--paths", nargs="+", default=["auto", "lowrank", "grid"],
+                        choices=["auto", "lowrank", "grid"],
+                        help="CRF fast paths of the scaling table (auto: the loss's own choice)")
     parser.add_argument("--_measure", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_path", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     if args._measure is not None:
-        print(json.dumps(_measure_crf(args._measure, args.device or "cpu", args.repeats)))
+        print(json.dumps(_measure_crf(args._measure, args.device or "cpu", args.repeats,
+                                      args._path)))
         return
     devices = [args.device] if args.device else (
         ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -187,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_losses:
             table_losses(args.batch, args.size, device, args.repeats)
         if args.sizes:
-            table_scaling(args.sizes, device, args.repeats, args.threads)
+            table_scaling(args.sizes, device, args.repeats, args.threads, args.paths)
 
 
 if __name__ == "__main__":
