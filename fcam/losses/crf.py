@@ -82,6 +82,9 @@ _WINDOW_MAX_SIGMA_XY = 6.0
 # does not). 224² at σ_xy = 100 gives R = 10; 448² at σ_xy = 100 gives 28 and uses the grid.
 _LOWRANK_TOL = 3e-3
 _LOWRANK_MAX_RANK = 16
+# The low-rank path multiplies torch.sparse_csr matrices, which these devices support; others
+# (e.g. MPS) take the 5-D grid (index_add_ and gathers only).
+_SPARSE_DEVICES = ("cpu", "cuda")
 
 
 def _pixel_features(images: Tensor, sigma_rgb: float, sigma_xy: float) -> Tensor:
@@ -110,7 +113,8 @@ def _filter(images: Tensor, probs: Tensor, sigma_rgb: float, sigma_xy: float,
     values = probs.reshape(batch, classes, -1).transpose(1, 2)
     if exact:
         filtered = exact_gaussian_filter(_pixel_features(images, sigma_rgb, sigma_xy), values)
-    elif spatial_rank(height, width, sigma_xy, _LOWRANK_TOL) <= _LOWRANK_MAX_RANK:
+    elif (probs.device.type in _SPARSE_DEVICES
+          and spatial_rank(height, width, sigma_xy, _LOWRANK_TOL) <= _LOWRANK_MAX_RANK):
         basis = spatial_basis(height, width, sigma_xy, _LOWRANK_TOL, probs.dtype, probs.device)
         colours = _principal_colours(images.reshape(batch, 3, -1).transpose(1, 2) / sigma_rgb)
         filtered = lowrank_gaussian_filter(colours, values, basis, _GRID_SPACING)

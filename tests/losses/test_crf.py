@@ -159,6 +159,11 @@ def test_path_selection(monkeypatch):
         images, logits = _inputs(1, size, size, dtype=torch.float32)
         dense_crf_loss(images, torch.softmax(logits, 1))
     assert calls == ["lowrank"]
+    # Devices without sparse CSR products (e.g. MPS) take the grid whatever the rank.
+    monkeypatch.setattr(crf_module, "_SPARSE_DEVICES", ())
+    images, logits = _inputs(1, 20, 20, dtype=torch.float32)
+    dense_crf_loss(images, torch.softmax(logits, 1))
+    assert calls == ["lowrank"]
 
 
 @pytest.mark.slow
