@@ -8,8 +8,9 @@ three losses <= 5 % of the resnet50 step on CPU.
 Table 2: the dense-CRF loss (forward + backward, one image) at 112², 224², 448², 896²: time
 and peak memory, for the path the loss chooses (``auto``) and for each fast path forced
 (``--paths``): the low-rank path costs O(N · R) with a rank R that grows like (size / σ_xy)²,
-the 5-D grid O(N) for a fixed σ_xy, which is why the loss switches to the grid above R = 16. Peak memory is the increase of the process's peak resident set size
-over the resident size just before the call (Linux: the peak, ``VmHWM``, is reset through
+the 5-D grid O(N) for a fixed σ_xy, which is why the loss switches to the grid above R = 32.
+Peak memory is the increase of the process's peak resident set size over the resident size
+just before the call (Linux: the peak, ``VmHWM``, is reset through
 ``/proc/self/clear_refs`` first, so import-time peaks do not hide it; each size runs in a fresh
 subprocess). It includes the inputs' autograd buffers (softmax output, gradients). On CUDA it is
 ``torch.cuda.max_memory_allocated`` above the inputs.

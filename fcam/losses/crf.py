@@ -22,20 +22,20 @@ Two evaluations of ``W S``:
 
   - ``σ_xy <= 6`` px: exact pairs within a ``4 σ_xy`` window
     (:func:`fcam.losses.bilateral.window_gaussian_filter`), O(N · σ_xy²);
-  - the spatial Gaussian of the pixel grid has a low rank ``R <= 16`` (its eigen-products
-    down to 3e-3 of the largest; ``R = 10`` for 224² at σ_xy = 100, the default regime):
+  - the spatial Gaussian of the pixel grid has a low rank ``R <= 32`` (its eigen-products
+    down to 1e-2 of the largest; ``R = 8`` for 224² at σ_xy = 100, the default regime):
     ``W = (Φ Φᵀ) ∘ K_rgb`` is evaluated as ``R`` colour-only filterings
     (:func:`fcam.losses.lowrank_gaussian_filter`), each on a 3-D bilateral grid with 8
     corners per pixel and sparse-matrix splat/slice, O(N · R);
-  - otherwise (large images relative to σ_xy, e.g. 448² at 100) a 5-D bilateral grid
+  - otherwise (large images relative to σ_xy, e.g. 896² at 100) a 5-D bilateral grid
     (:func:`fcam.losses.grid_gaussian_filter`), O(N) for a fixed σ_xy.
 
-  Both grids use spacing σ/2, multilinear splat/slice, a sampled-Gaussian blur, a diagonal
+  The grids use spacing 0.6 σ (3-D) and σ/2 (5-D), multilinear splat/slice, a sampled-Gaussian blur, a diagonal
   self-affinity correction, and colour axes rotated onto each image's principal colour axes.
   Measured against the exact loss on natural images, sharp colour edges, constant images and
   smooth random fields (48² and 64²; σ_xy 100, 5, and the default 224²/100 ratio; random and
-  smooth probabilities): relative error ≤ 0.35 %, logit-gradient cosine ≥ 0.9996, for each
-  path (tests/losses/test_crf.py). All use O(N) memory (O(N · R) for the low-rank path).
+  smooth probabilities): relative error ≤ 0.35 %, logit-gradient cosine ≥ 0.9995, for each
+  path (tests/losses/test_crf.py; table in docs/benchmarks.md). All use O(N) memory (O(N · R) for the low-rank path).
   The filtered values of the forward pass are reused by the backward pass, so one filtering per
   step suffices.
 
@@ -79,9 +79,13 @@ _GRID_SHIFTS = 1
 _WINDOW_MAX_SIGMA_XY = 6.0
 # Low-rank spatial path: eigen-products kept down to this relative eigenvalue, and used while
 # the rank stays at or below _LOWRANK_MAX_RANK (its cost grows with the rank; the 5-D grid's
-# does not). 224² at σ_xy = 100 gives R = 10; 448² at σ_xy = 100 gives 28 and uses the grid.
-_LOWRANK_TOL = 3e-3
-_LOWRANK_MAX_RANK = 16
+# does not). At σ_xy = 100: R = 8 at 224², 20 at 448² (measured 2x faster than the grid), 71 at
+# 896² (grid faster and half the memory). Its colour grid uses _LOWRANK_SPACING: measured
+# against the exact loss (tests/losses/test_crf.py, docs/benchmarks.md), 0.6 with tol 1e-2
+# stays within 0.35 % and a gradient cosine of 0.9995, and is 25 % faster than 0.5 with 3e-3.
+_LOWRANK_TOL = 1e-2
+_LOWRANK_MAX_RANK = 32
+_LOWRANK_SPACING = 0.6
 # The low-rank path multiplies torch.sparse_csr matrices, which these devices support; others
 # (e.g. MPS) take the 5-D grid (index_add_ and gathers only).
 _SPARSE_DEVICES = ("cpu", "cuda")
@@ -117,7 +121,7 @@ def _filter(images: Tensor, probs: Tensor, sigma_rgb: float, sigma_xy: float,
           and spatial_rank(height, width, sigma_xy, _LOWRANK_TOL) <= _LOWRANK_MAX_RANK):
         basis = spatial_basis(height, width, sigma_xy, _LOWRANK_TOL, probs.dtype, probs.device)
         colours = _principal_colours(images.reshape(batch, 3, -1).transpose(1, 2) / sigma_rgb)
-        filtered = lowrank_gaussian_filter(colours, values, basis, _GRID_SPACING)
+        filtered = lowrank_gaussian_filter(colours, values, basis, _LOWRANK_SPACING)
     else:
         features = _pixel_features(images, sigma_rgb, sigma_xy)
         features = torch.cat((features[..., :2], _principal_colours(features[..., 2:])), dim=-1)
