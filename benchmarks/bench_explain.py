@@ -13,7 +13,7 @@ random (speed does not depend on them).
 
 Usage::
 
-    python benchmarks/bench_explain.py --repeats 5 --fit-images 32
+    python benchmarks/bench_explain.py --repeats 5 --fit-images 96
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--fit-images", type=int, default=32)
+    parser.add_argument("--fit-images", type=int, default=96,
+                        help="images per fit epoch (several batches amortise per-call setup)")
     parser.add_argument("--fit-batch", type=int, default=16)
     parser.add_argument("--fit-size", type=int, default=128)
     parser.add_argument("--fit-arch", default="resnet18")
