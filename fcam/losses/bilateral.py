@@ -246,10 +246,21 @@ def _axis_eigenbasis(length: int, sigma: float) -> tuple[Tensor, Tensor]:
 
 
 @functools.lru_cache(maxsize=16)
+def _kept_eigenpairs(height: int, width: int, sigma: float, tol: float) -> Tensor:
+    """(R, 2) indices (row eigenpair, column eigenpair) whose relative product is >= ``tol``.
+
+    Cached: the loss asks for it on every step to choose its path.
+    """
+    eig_y = _axis_eigenbasis(height, sigma)[0]
+    eig_x = _axis_eigenbasis(width, sigma)[0]
+    return (eig_y[:, None] * eig_x[None, :] >= tol).nonzero()
+
+
+@functools.lru_cache(maxsize=16)
 def _spatial_basis64(height: int, width: int, sigma: float, tol: float) -> Tensor:
-    eig_y, basis_y = _axis_eigenbasis(height, sigma)
-    eig_x, basis_x = _axis_eigenbasis(width, sigma)
-    keep = (eig_y[:, None] * eig_x[None, :] >= tol).nonzero()
+    basis_y = _axis_eigenbasis(height, sigma)[1]
+    basis_x = _axis_eigenbasis(width, sigma)[1]
+    keep = _kept_eigenpairs(height, width, sigma, tol)
     basis = basis_y[:, keep[:, 0]][:, None, :] * basis_x[:, keep[:, 1]][None, :, :]
     return basis.reshape(height * width, -1)
 
@@ -272,9 +283,7 @@ def spatial_basis(height: int, width: int, sigma: float, tol: float = 1e-2,
 
 def spatial_rank(height: int, width: int, sigma: float, tol: float = 1e-2) -> int:
     """Number of columns ``R`` of :func:`spatial_basis`, without building it."""
-    eig_y = _axis_eigenbasis(int(height), float(sigma))[0]
-    eig_x = _axis_eigenbasis(int(width), float(sigma))[0]
-    return int((eig_y[:, None] * eig_x[None, :] >= tol).sum())
+    return _kept_eigenpairs(int(height), int(width), float(sigma), float(tol)).shape[0]
 
 
 def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
@@ -330,8 +339,8 @@ def _sparse_grid_filter(points: Tensor, values: Tensor, spacing: float) -> Tenso
     for corner, offset in enumerate(offsets):
         # Base cells below ncells − offset hold every point (the grid has a one-cell margin),
         # so the truncated row pointer still ends at N: accumulate straight into the grid.
-        rows = crow[:ncells - offset + 1]
-        part = _sparse_csr(rows, col, sorted_weights[corner], (ncells - offset, npts))
+        row_ptr = crow[:ncells - offset + 1]
+        part = _sparse_csr(row_ptr, col, sorted_weights[corner], (ncells - offset, npts))
         grid[offset:].addmm_(part, values)
 
     grid = grid.view(*sizes, channels)

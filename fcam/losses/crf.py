@@ -30,12 +30,13 @@ Two evaluations of ``W S``:
   - otherwise (large images relative to σ_xy, e.g. 896² at 100) a 5-D bilateral grid
     (:func:`fcam.losses.grid_gaussian_filter`), O(N) for a fixed σ_xy.
 
-  The grids use spacing 0.6 σ (3-D) and σ/2 (5-D), multilinear splat/slice, a sampled-Gaussian blur, a diagonal
-  self-affinity correction, and colour axes rotated onto each image's principal colour axes.
-  Measured against the exact loss on natural images, sharp colour edges, constant images and
-  smooth random fields (48² and 64²; σ_xy 100, 5, and the default 224²/100 ratio; random and
-  smooth probabilities): relative error ≤ 0.35 %, logit-gradient cosine ≥ 0.9995, for each
-  path (tests/losses/test_crf.py; table in docs/benchmarks.md). All use O(N) memory (O(N · R) for the low-rank path).
+  The grids use spacing 0.6 σ (3-D) and σ/2 (5-D), multilinear splat/slice, a
+  sampled-Gaussian blur, a diagonal self-affinity correction, and colour axes rotated onto
+  each image's principal colour axes. Measured against the exact loss on natural images,
+  sharp colour edges, constant images and smooth random fields (48² and 64²; σ_xy 100, 5, and
+  the default 224²/100 ratio; random and smooth probabilities): relative error ≤ 0.35 %,
+  logit-gradient cosine ≥ 0.9995, for each path (tests/losses/test_crf.py; table in
+  docs/benchmarks.md). All use O(N) memory (O(N · R) for the low-rank path).
   The filtered values of the forward pass are reused by the backward pass, so one filtering per
   step suffices.
 
