@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from collections.abc import Sequence
 from torch import Tensor
 
-__all__ = ["normalize", "upsample"]
+__all__ = ["cam_to_size", "normalize", "upsample"]
 
 _MODES = ("nearest", "bilinear", "bicubic", "area", "nearest-exact")
 
@@ -93,3 +93,32 @@ def _describe(value: object) -> str:
         return f"tensor of dtype {value.dtype}"
     return type(value).__name__
 
+
+
+def cam_to_size(maps: Tensor, size: int | Sequence[int]) -> Tensor:
+    r"""The CAM at input size: **the** recipe used by every extractor's ``explain``, by F-CAM's
+    seeds and by the "interpolated CAM" evaluation baseline.
+
+    Bilinear upsampling (``align_corners=False``) of the raw layer-resolution map, then
+    per-image min-max normalisation (:func:`normalize`):
+
+    .. math::
+        \hat M = \mathrm{normalize}\big(\mathrm{bilinear}(M, H \times W)\big)
+
+    Normalising *after* upsampling guarantees that every map spans exactly :math:`[0, 1]` at
+    the resolution where it is thresholded (seed sampling, PxAP, box thresholds); normalising
+    first would leave the maximum below 1 whenever no output pixel centre falls on the peak
+    cell. Bilinear (not bicubic) never overshoots, so no clamping is needed.
+
+    Example:
+        >>> cam_to_size(torch.tensor([[[0.0, 2.0]]]), (1, 4))
+        tensor([[[0.0000, 0.2500, 0.7500, 1.0000]]])
+
+    Args:
+        maps: ``(B, h, w)`` raw maps (any non-negative scale).
+        size: output ``(H, W)`` or a single int.
+
+    Returns:
+        ``(B, H, W)`` maps in ``[0, 1]``; an all-constant map becomes all zeros.
+    """
+    return normalize(upsample(maps, size, "bilinear"))

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
+from fcam.core.boxes import resize_bbox
+
 __all__ = [
     "box_iou",
     "resize_bbox",
@@ -67,38 +69,6 @@ def _check_boxes(boxes: np.ndarray, name: str) -> np.ndarray:
     if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
         raise ValueError(f"{name} must follow the x0, y0, x1, y1 convention with x0<=x1, y0<=y1")
     return boxes
-
-
-def resize_bbox(
-    box: Sequence[float], image_size: Sequence[float], resize_size: Sequence[float]
-) -> tuple[int, int, int, int]:
-    """Rescale a box from an image of size ``(w, h)`` to ``(w', h')``, truncating with ``int``.
-
-    Args:
-        box: ``(x0, y0, x1, y1)``.
-        image_size: original ``(width, height)`` (width first, as in ``image_sizes.txt``).
-        resize_size: target ``(width, height)``.
-
-    Returns:
-        ``(int(x0 * w'/w), int(y0 * h'/h), int(x1 * w'/w), int(y1 * h'/h))``.
-
-    Example:
-        >>> resize_bbox((1, 2, 4, 3), (10, 20), (35, 10))
-        (3, 1, 14, 1)
-    """
-    x0, y0, x1, y1 = map(float, box)
-    if x1 < x0 or y1 < y0:
-        raise ValueError(f"box must follow x0, y0, x1, y1 with x0<=x1 and y0<=y1, got {box}")
-    width, height = map(float, image_size)
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image_size must be positive (width, height), got {image_size}")
-    new_width, new_height = map(float, resize_size)
-    return (
-        int(x0 * new_width / width),
-        int(y0 * new_height / height),
-        int(x1 * new_width / width),
-        int(y1 * new_height / height),
-    )
 
 
 def contour_boxes(binary: np.ndarray, multi_contour: bool) -> np.ndarray:
