@@ -12,14 +12,9 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from fcam.upscalers.pyramid import (
-    PROBE_SIZE,
-    FeatureLevel,
-    Pyramid,
-    capture_features,
-    discover_pyramid,
-    module_name,
-)
+from fcam.core.hooks import capture_features
+from fcam.core.layers import PROBE_SIZE
+from fcam.upscalers.pyramid import FeatureLevel, Pyramid, discover_pyramid, module_name
 from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
 
 __all__ = [

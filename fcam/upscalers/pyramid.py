@@ -39,28 +39,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from fcam.core.hooks import capture_features
+from fcam.core.layers import PROBE_SIZE, ModelProbe, probe_model, resolve_layer
+
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "PROBE_SIZE",
-    "FeatureLevel",
-    "Pyramid",
-    "capture_features",
-    "discover_pyramid",
-    "module_name",
-]
-
-#: Height and width of the probe input. Non-square to reject channels-last tensors, and large
-#: enough that unpadded architectures (inception_v3) keep clean power-of-two ratios.
-PROBE_SIZE: tuple[int, int] = (320, 288)
+__all__ = ["FeatureLevel", "Pyramid", "capture_features", "discover_pyramid", "module_name"]
 
 _TRANSFORMER_CLASSES = ("VisionTransformer", "SwinTransformer", "MaxVit")
 
@@ -122,26 +113,13 @@ class Pyramid:
 
 
 def module_name(model: nn.Module, layer: nn.Module | str) -> str:
-    """Qualified name of ``layer`` inside ``model``.
+    """Qualified name of ``layer`` inside ``model`` (:func:`fcam.core.layers.resolve_layer`).
 
     Raises:
+        TypeError: if ``layer`` is neither a module nor a string.
         ValueError: if ``layer`` is not a sub-module (or a valid dotted name) of ``model``.
     """
-    names = dict(model.named_modules())
-    if isinstance(layer, str):
-        if layer not in names:
-            close = [n for n in names if n and (layer in n or n in layer)][:8]
-            raise ValueError(
-                f"layer {layer!r} is not a module of {type(model).__name__}; "
-                f"close names: {close or sorted(n for n in names if n)[:8]}"
-            )
-        return layer
-    if isinstance(layer, nn.Module):
-        for name, mod in names.items():
-            if mod is layer:
-                return name
-        raise ValueError(f"layer {type(layer).__name__} is not a sub-module of the model")
-    raise TypeError(f"layer must be an nn.Module or a dotted name, got {type(layer).__name__}")
+    return resolve_layer(model, layer)[0]
 
 
 def _refuse_transformers(model: nn.Module) -> None:
@@ -167,45 +145,6 @@ def _level(shape: torch.Size, size: tuple[int, int]) -> int | None:
     return lh
 
 
-@dataclass(frozen=True)
-class _Event:
-    order: int
-    name: str
-    shape: torch.Size | None
-
-
-def _probe(model: nn.Module, size: tuple[int, int], in_channels: int) -> list[_Event]:
-    """Last call of every module, in execution order of those last calls."""
-    last: dict[str, _Event] = {}
-    counter = [0]
-    handles = []
-
-    def make_hook(name: str):  # noqa: ANN202 - hook factory
-        def hook(_mod: nn.Module, _inp: object, out: object) -> None:
-            counter[0] += 1
-            shape = out.shape if isinstance(out, torch.Tensor) else None
-            last[name] = _Event(counter[0], name, shape)
-
-        return hook
-
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        for name, mod in model.named_modules():
-            handles.append(mod.register_forward_hook(make_hook(name)))
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, in_channels, *size, device=device, dtype=dtype))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes:
-            m.training = mode
-    return sorted(last.values(), key=lambda e: e.order)
-
-
 def _skips_hint(model: nn.Module) -> str:
     tops = [n for n, _ in model.named_children()][:6]
     return (
@@ -221,6 +160,7 @@ def discover_pyramid(
     *,
     in_channels: int = 3,
     probe_size: tuple[int, int] = PROBE_SIZE,
+    probe: ModelProbe | None = None,
 ) -> Pyramid:
     """Find the head and skip features of ``model`` (rule in the module docstring).
 
@@ -230,6 +170,8 @@ def discover_pyramid(
         skips: optional explicit skip layers (modules or names), any order; overrides discovery.
         in_channels: image channels of the probe input.
         probe_size: ``(H, W)`` of the probe input.
+        probe: a :func:`fcam.core.layers.probe_model` result to reuse instead of running a new
+            probe forward (``in_channels`` and ``probe_size`` are then ignored).
 
     Returns:
         The :class:`Pyramid`.
@@ -248,7 +190,10 @@ def discover_pyramid(
     """
     _refuse_transformers(model)
     target = module_name(model, target_layer)
-    events = _probe(model, probe_size, in_channels)
+    if probe is None:
+        probe = probe_model(model, size=probe_size, in_channels=in_channels)
+    probe_size = probe.size
+    events = probe.events
     by_name = {e.name: e for e in events}
     if target not in by_name:
         raise ValueError(f"target_layer {target!r} did not run during a forward pass of the model")
@@ -308,52 +253,3 @@ def discover_pyramid(
         [(s.name, 2**s.level) if s else None for s in pyr.skips],
     )
     return pyr
-
-
-@contextmanager
-def capture_features(
-    model: nn.Module, names: Sequence[str], *, detach: bool = True
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Collect the outputs of the named modules during the forwards inside the block.
-
-    The hooks clone the outputs, so in-place operations that run later (``ReLU(inplace=True)``)
-    cannot change what was captured. A module called several times keeps its last output. The
-    hooks are removed on exit, also on error.
-
-    Args:
-        model: the model to hook.
-        names: qualified module names.
-        detach: detach the captured tensors from the autograd graph.
-
-    Yields:
-        A dict ``name -> tensor``, filled as the forward runs.
-
-    Example:
-        >>> import torch, torchvision
-        >>> m = torchvision.models.resnet18(weights=None).eval()
-        >>> with capture_features(m, ["layer1", "layer4"]) as feats:
-        ...     _ = m(torch.zeros(1, 3, 64, 64))
-        >>> tuple(feats["layer4"].shape)
-        (1, 512, 2, 2)
-    """
-    mods = dict(model.named_modules())
-    feats: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def make_hook(name: str):  # noqa: ANN202 - hook factory
-        def hook(_mod: nn.Module, _inp: object, out: object) -> None:
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"module {name!r} returned {type(out).__name__}, not a tensor")
-            feats[name] = out.detach().clone() if detach else out.clone()
-
-        return hook
-
-    try:
-        for name in dict.fromkeys(names):
-            if name not in mods:
-                raise ValueError(f"module {name!r} not found in {type(model).__name__}")
-            handles.append(mods[name].register_forward_hook(make_hook(name)))
-        yield feats
-    finally:
-        for h in handles:
-            h.remove()
