@@ -54,6 +54,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD  # re-exported
+from fcam.core.validation import check_int
+
 if TYPE_CHECKING:
     from fcam.data.wsol_metadata import WSOLMetadata
 
@@ -71,8 +74,6 @@ logger = logging.getLogger(__name__)
 # Bumped whenever the pixels for a given (seed, split, index) change; caches key on it.
 GENERATOR_VERSION = 1
 CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "triangle", "star", "cross")
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 # Per-class colour statistics: a hue centre (in [0, 1)) and the pattern family of the texture.
@@ -336,12 +337,7 @@ class SyntheticWSOL(Dataset):
     def __init__(
         self, n: int, size: int = 128, seed: int = 0, split: str = "train", cache: bool = True
     ) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 32:
-            raise ValueError(f"size must be an int >= 32, got {size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        n, size, seed = check_int(n, "n"), check_int(size, "size", 32), check_int(seed, "seed", 0)
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
         self.n, self.size, self.seed, self.split = n, size, seed, split

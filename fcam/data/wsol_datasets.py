@@ -41,8 +41,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fcam.core.boxes import resize_bbox
+from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from fcam.core.validation import check_int, check_stats
 from fcam.data.wsol_metadata import WSOLFormatError, WSOLMetadata, read_wsol_metadata
-from fcam.metrics.boxes import resize_bbox
 
 __all__ = [
     "CUBDataset",
@@ -54,9 +56,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 def load_mask(
@@ -123,11 +122,11 @@ class WSOLDataset(Dataset):
         size: int = 224,
         num_classes: int | None = None,
         return_raw: bool = False,
-        mean: Sequence[float] = _MEAN,
-        std: Sequence[float] = _STD,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive int, got {size!r}")
+        size = check_int(size, "size")
+        mean, std = check_stats(mean, std, channels=3)
         kind = kind if kind is not None else self.default_kind
         num_classes = num_classes if num_classes is not None else self.default_num_classes
         self.data_root = Path(data_root)

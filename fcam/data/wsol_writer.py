@@ -3,7 +3,8 @@
 The files are written exactly as wsolevaluation ships them: comma-separated, no header, no
 trailing newline, sizes width first, instance masks as 1-bit PNGs, ignore masks as RGB PNGs
 (0 or 255), and the ignore path only on an image's first ``localization.txt`` line. Every file
-is written atomically (temporary file, then ``os.replace``).
+is written atomically with :func:`fcam.core.io.atomic_write_bytes` (temporary file, ``fsync``,
+then ``os.replace``; the file mode follows the umask).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,26 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fcam.core.io import atomic_write_bytes
 from fcam.data.wsol_metadata import METADATA_FILES, WSOLMetadata
 
-__all__ = ["atomic_write_bytes", "write_metadata", "write_wsol_layout"]
+__all__ = ["write_metadata", "write_wsol_layout"]
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``
-    (creating parent folders), so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_lines(path: Path, lines: Iterable[str]) -> None:
