@@ -25,7 +25,6 @@ import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Union, overload
 
 import cv2
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+
+from fcam.core.io import atomic_write_bytes
 
 __all__ = ["overlay", "comparison_grid", "COLORMAPS"]
 
@@ -327,12 +328,9 @@ def _draw_boxes(tile: Image.Image, boxes: np.ndarray, scale: tuple[float, float]
 
 def _save_png(grid: Image.Image, path: str | os.PathLike[str]) -> None:
     """Write atomically: a reader never sees a half-written PNG."""
-    # Imported here: fcam.data pulls in the metrics, which plain overlays do not need.
-    from fcam.data.wsol_writer import atomic_write_bytes
-
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
-    atomic_write_bytes(Path(os.fspath(path)), buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     logger.info("saved comparison grid to %s", os.fspath(path))
 
 

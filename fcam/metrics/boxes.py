@@ -12,7 +12,7 @@ Everything here reproduces wsolevaluation's ``evaluation.py`` bit for bit:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import cv2
 import numpy as np

@@ -16,16 +16,15 @@ increase in confidence.
   .. math:: \\mathrm{Drop} = \\frac{100}{N}\\sum_i \\frac{\\max(0, Y_i - O_i)}{Y_i},\\qquad
             \\mathrm{Incr} = \\frac{100}{N}\\sum_i \\mathbb{1}[O_i > Y_i]
 
-All functions run the model in eval mode under ``torch.no_grad()`` (restoring each module's
-mode afterwards), batch over images, keep tensors on the images' device, and accept maps at any
-resolution (bilinearly resized to the image size). ``targets=None`` uses the model's arg-max on
-the unmodified images.
+All functions run the model frozen (:func:`fcam.core.state.frozen`: eval mode, parameters
+without ``requires_grad``, both restored afterwards) under ``torch.no_grad()``, batch over
+images, keep tensors on the images' device, and accept maps at any resolution (bilinearly
+resized to the image size). ``targets`` takes every form :func:`fcam.core.targets.parse_targets`
+accepts; ``targets=None`` uses the model's arg-max on the unmodified images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -33,38 +32,22 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from fcam.core.layers import model_logits
+from fcam.core.state import frozen
+from fcam.core.targets import Targets, parse_targets
+from fcam.core.validation import check_images, check_int
+
 __all__ = ["average_drop", "deletion_auc", "increase_in_confidence", "insertion_auc"]
 
-Targets = int | Sequence[int] | torch.Tensor | None
 Baseline = str | float | torch.Tensor
 
 
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, training in modes:
-            module.train(training)
-
-
 def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    output = model(images)
-    if isinstance(output, torch.Tensor):
-        return output
-    from fcam.cams.layers import model_logits  # only needed for tuple/dict outputs
-
-    return model_logits(output)
+    return model_logits(model(images))
 
 
 def _check_inputs(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(
-            f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}"
-        )
+    check_images(images)
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}")
     if maps.ndim == 4 and maps.shape[1] == 1:
@@ -84,18 +67,10 @@ def _check_inputs(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 def _resolve_targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
-    batch = logits.shape[0]
     if targets is None:
         return logits.argmax(dim=1)
-    if isinstance(targets, int):
-        out = torch.full((batch,), targets, dtype=torch.long, device=logits.device)
-    else:
-        out = torch.as_tensor(targets, device=logits.device).long().reshape(-1)
-    if out.shape[0] != batch:
-        raise ValueError(f"targets must have {batch} entries, got {out.shape[0]}")
-    if ((out < 0) | (out >= logits.shape[1])).any():
-        raise ValueError(f"targets must be class indices in [0, {logits.shape[1]})")
-    return out
+    parsed = parse_targets(targets, logits.shape[0], num_classes=logits.shape[1])
+    return parsed.to(logits.device)
 
 
 def _probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -129,15 +104,14 @@ def _perturbation_auc(
     return_curves: bool,
     insert: bool,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    steps = check_int(steps, "steps")
     maps = _check_inputs(images, maps)
     substrate = _baseline(images, baseline)
     # Deletion moves baseline pixels onto the image, insertion image pixels onto the baseline.
     canvas, source = (substrate, images) if insert else (images, substrate)
     batch, _, height, width = images.shape
     pixels = height * width
-    with _evaluating(model):
+    with frozen(model), torch.no_grad():
         tgt = _resolve_targets(targets, _logits(model, images))
         # rank[b, p] = position of pixel p in the saliency order (0 = most salient).
         order = torch.argsort(maps.reshape(batch, -1), dim=1, descending=True, stable=True)
@@ -198,8 +172,10 @@ def insertion_auc(
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
-        >>> insertion_auc(model, torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2), steps=4).shape
-        torch.Size([2])
+        >>> images, maps = torch.rand(2, 3, 2, 2), torch.rand(2, 2, 2)
+        >>> auc, curves = insertion_auc(model, images, maps, steps=4, return_curves=True)
+        >>> tuple(auc.shape), tuple(curves.shape)
+        ((2,), (2, 5))
     """
     return _perturbation_auc(
         model, images, maps, targets, steps, baseline, return_curves, insert=True
@@ -210,7 +186,7 @@ def _confidences(
     model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: Targets
 ) -> tuple[torch.Tensor, torch.Tensor]:
     maps = _check_inputs(images, maps)
-    with _evaluating(model):
+    with frozen(model), torch.no_grad():
         logits = _logits(model, images)
         tgt = _resolve_targets(targets, logits)
         full = _probability(logits, tgt)

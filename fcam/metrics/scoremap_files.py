@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from fcam.core.io import atomic_write_bytes
+from fcam.data.wsol_datasets import WSOLDataset
 from fcam.metrics.box_accuracy import BoxEvaluator, BoxResult
 from fcam.metrics.pxap import MaskEvaluator, MaskResult
 from fcam.metrics.scoremaps import ArrayLike, as_maps
@@ -51,8 +53,6 @@ def save_scoremaps(
         >>> save_scoremaps("scoremaps", ["val/a.jpg"], torch.rand(1, 224, 224))  # doctest: +SKIP
         [PosixPath('scoremaps/val/a.jpg.npy')]
     """
-    from fcam.data.wsol_writer import atomic_write_bytes  # fcam.data imports fcam.metrics
-
     arrays = as_maps(maps).float().cpu().numpy()
     if len(image_ids) != len(arrays):
         raise ValueError(f"got {len(image_ids)} image_ids for {len(arrays)} maps")
@@ -94,8 +94,6 @@ def evaluate_scoremap_dir(
     Returns:
         :class:`~fcam.metrics.BoxResult` or :class:`~fcam.metrics.MaskResult`.
     """
-    from fcam.data.wsol_datasets import WSOLDataset  # fcam.data imports fcam.metrics
-
     root = Path(scoremap_root)
     if not root.is_dir():
         raise FileNotFoundError(f"scoremap_root not found: {root}")

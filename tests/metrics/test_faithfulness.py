@@ -147,7 +147,7 @@ def test_default_target_is_the_prediction(setup):
         ({"steps": 0}, ValueError, "steps"),
         ({"baseline": "noise"}, ValueError, "baseline"),
         ({"targets": [0, 1]}, ValueError, "targets"),
-        ({"targets": 5}, ValueError, "class indices"),
+        ({"targets": 5}, ValueError, "out of range"),
     ],
 )
 def test_bad_arguments(setup, kwargs, error, match):
