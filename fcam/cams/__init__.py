@@ -1,16 +1,21 @@
 """CAM extractors behind one interface.
 
 Example:
-    >>> import torchvision
+    >>> import torch, torchvision
     >>> from fcam import cams
-    >>> model = torchvision.models.resnet18(weights=None)
-    >>> with cams.create("gradcampp", model, "layer4") as extractor:   # doctest: +SKIP
+    >>> model = torchvision.models.resnet18(weights=None, num_classes=3)
+    >>> images = torch.rand(2, 3, 64, 64)
+    >>> with cams.create("gradcampp", model, "layer4") as extractor:
     ...     raw = extractor(images)                 # (B, h, w) at layer resolution
     ...     maps = extractor.explain(images)        # (B, H, W) in [0, 1]
+    >>> tuple(raw.shape), tuple(maps.shape)
+    ((2, 2, 2), (2, 64, 64))
 
 Every extractor is called as ``extractor(images, targets=None)`` and returns the raw,
-non-negative float32 map at the target layer's resolution; ``explain`` upsamples and
-normalises. See :mod:`fcam.cams.gradient` and :mod:`fcam.cams.activation` for formulas.
+non-negative float32 map at the target layer's resolution; ``explain`` brings it to the
+input size with :func:`cam_to_size` (bilinear, then min-max), the one recipe fcam uses
+everywhere; ``with_features`` also returns named module outputs from the same forward.
+See :mod:`fcam.cams.gradient` and :mod:`fcam.cams.activation` for formulas.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from torch import nn
 from fcam.cams.activation import CAM, ISCAM, SSCAM, ScoreCAM
 from fcam.cams.base import _CAM
 from fcam.cams.gradient import GradCAM, GradCAMpp, LayerCAM, SmoothGradCAMpp, XGradCAM
-from fcam.cams.inputs import check_images
-from fcam.cams.layers import locate_target_layer, model_logits, resolve_layer
-from fcam.cams.maps import normalize, upsample
+from fcam.cams.maps import cam_to_size, normalize, upsample
 from fcam.cams.transforms import vit_reshape_transform
+from fcam.core.layers import locate_target_layer, model_logits, resolve_layer
+from fcam.core.validation import check_images
 
 __all__ = [
     "CAM",
@@ -38,6 +43,7 @@ __all__ = [
     "SmoothGradCAMpp",
     "XGradCAM",
     "available",
+    "cam_to_size",
     "check_images",
     "create",
     "locate_target_layer",

@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from fcam.cams.base import _CAM, _Forward, _generator, _positive_int
-from fcam.cams.layers import resolve_layer
+from fcam.cams.base import _CAM, _Forward, _generator
+from fcam.core.validation import check_int
+from fcam.core.layers import resolve_layer
 from fcam.cams.maps import normalize, upsample
 
 __all__ = ["CAM", "ISCAM", "SSCAM", "ScoreCAM"]
@@ -118,7 +119,7 @@ class _ScoreCAM(_CAM):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, target_layer, **kwargs)
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = check_int(batch_size, "`batch_size`")
 
     def _masks(self, activations: Tensor, size: tuple[int, int]) -> Tensor:
         """Masks ``(n, 1, H, W)`` in [0, 1] from ``(n, 1, h, w)`` activation channels."""
@@ -234,7 +235,7 @@ class SSCAM(_ScoreCAM):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, target_layer, **kwargs)
-        self._num_samples = _positive_int(num_samples, "num_samples")
+        self._num_samples = check_int(num_samples, "`num_samples`")
         if not std >= 0:
             raise ValueError(f"`std` must be >= 0, got {std!r}")
         self.std = float(std)
@@ -273,7 +274,7 @@ class ISCAM(_ScoreCAM):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, target_layer, **kwargs)
-        self._num_samples = _positive_int(num_samples, "num_samples")
+        self._num_samples = check_int(num_samples, "`num_samples`")
 
     def _perturb(self, masks: Tensor, sample: int, generator: torch.Generator | None) -> Tensor:
         steps = sample + 1

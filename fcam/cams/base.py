@@ -1,28 +1,33 @@
-"""Private base class shared by every extractor: hooks, input checks, targets, state restore."""
+"""Private base class shared by every extractor: the hooked forward and the map assembly.
+
+Model plumbing (freezing, layer lookup, target parsing, input checks, feature capture) comes
+from :mod:`fcam.core`; this module only adds what is specific to CAMs.
+"""
 
 from __future__ import annotations
 
 import logging
-import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from fcam.cams.inputs import check_images
-from fcam.cams.layers import OutputFn, locate_target_layer, model_logits, resolve_layer
-from fcam.cams.maps import normalize, upsample
+from fcam.cams.maps import cam_to_size
+from fcam.core.hooks import capture_features
+from fcam.core.layers import OutputFn, locate_target_layer, model_logits, resolve_layer
+from fcam.core.state import frozen
+from fcam.core.targets import Targets, parse_targets
+from fcam.core.validation import check_images
 
 __all__: list[str] = []
 
 logger = logging.getLogger(__name__)
 
-Targets = int | Sequence[int] | Tensor | None
 ReshapeFn = Callable[[Tensor], Tensor]
 
 
@@ -37,6 +42,8 @@ class _Forward:
         targets: ``(B,)`` class indices on the images' device.
         grads: ``(B, C, h, w)`` gradient of ``scores.sum()`` w.r.t. ``activations``, or
             ``None`` when the pass ran without gradients.
+        features: detached outputs of the modules a caller asked for (see
+            :meth:`_CAM.with_features`), captured in this same forward.
     """
 
     images: Tensor
@@ -44,20 +51,7 @@ class _Forward:
     scores: Tensor
     targets: Tensor
     grads: Tensor | None
-
-
-class _ModelState:
-    """Snapshot of every module's train/eval flag and every parameter's ``requires_grad``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self._modes = [(module, module.training) for module in model.modules()]
-        self._flags = [(param, param.requires_grad) for param in model.parameters()]
-
-    def restore(self) -> None:
-        for module, mode in self._modes:
-            module.training = mode
-        for param, flag in self._flags:
-            param.requires_grad_(flag)
+    features: dict[str, Tensor] = field(default_factory=dict)
 
 
 class _CAM(ABC):
@@ -126,7 +120,9 @@ class _CAM(ABC):
 
         Args:
             images: ``(B, C, H, W)`` float batch, already normalised for the model.
-            targets: class per image: ``None`` (argmax), an int, a sequence or a 1-D tensor.
+            targets: class per image: ``None`` (argmax), an int, a sequence, a 1-D tensor, a
+                NumPy array, or objects with an integer ``category`` such as
+                pytorch-grad-cam's ``ClassifierOutputTarget`` (:func:`fcam.core.parse_targets`).
 
         Returns:
             ``(B, h, w)`` float32 maps after the method's ReLU, on the images' device.
@@ -137,31 +133,55 @@ class _CAM(ABC):
             ValueError: on bad shapes, non-finite pixels, out-of-range ``targets``, or a
                 target layer that is not run or not spatial.
         """
+        return self.with_features(images, targets)[0]
+
+    def with_features(
+        self, images: Tensor, targets: Targets = None, features: Sequence[str] = ()
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Raw maps plus the outputs of the modules named in ``features``, from the same forward.
+
+        The features come from the forward on the clean ``images`` (never from a noisy or
+        masked copy), detached and cloned, so a caller that needs both the CAM and the
+        classifier's feature pyramid (F-CAM's training step) runs the classifier once.
+
+        Example:
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            ...                     nn.Flatten(), nn.Linear(4, 2))
+            >>> with GradCAM(net, "1") as cam:
+            ...     maps, feats = cam.with_features(torch.rand(2, 3, 8, 8), features=["0"])
+            >>> tuple(maps.shape), tuple(feats["0"].shape)
+            ((2, 6, 6), (2, 4, 6, 6))
+
+        Args:
+            images: as in :meth:`__call__`.
+            targets: as in :meth:`__call__`.
+            features: qualified module names to capture.
+
+        Returns:
+            ``(maps, {name: tensor})``.
+        """
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "CAM extractors need autograd and cannot run under torch.inference_mode(); "
                 "call them outside it (torch.no_grad() is fine)"
             )
         check_images(images)
-        wanted = _parse_targets(targets, images.shape[0])
+        wanted = parse_targets(targets, images.shape[0])
         inputs = images.clone() if images.is_inference() else images.detach()
-        state = _ModelState(self.model)
         try:
-            self.model.eval()
-            self.model.requires_grad_(False)
-            if self.target_layer is None:
-                self._locate(inputs)
-            fwd = self._forward(inputs, wanted, grad=self._needs_grad)
-            weights = self._weights(fwd)
-            with torch.no_grad():
-                if weights.ndim == 2:
-                    weights = weights[:, :, None, None]
-                cam = torch.relu((weights * fwd.activations).sum(dim=1))
+            with frozen(self.model):
+                if self.target_layer is None:
+                    self._locate(inputs)
+                fwd = self._forward(inputs, wanted, grad=self._needs_grad, features=features)
+                weights = self._weights(fwd)
+                with torch.no_grad():
+                    if weights.ndim == 2:
+                        weights = weights[:, :, None, None]
+                    cam = torch.relu((weights * fwd.activations).sum(dim=1))
         finally:
             self.remove_hooks()
-            state.restore()
         self._report_blank(cam)
-        return cam.float()
+        return cam.float(), fwd.features
 
     def explain(
         self,
@@ -169,7 +189,7 @@ class _CAM(ABC):
         targets: Targets = None,
         size: int | Sequence[int] | None = None,
     ) -> Tensor:
-        """Maps upsampled (bilinear) to the input size, or ``size``, then normalised to [0, 1].
+        """Maps at the input size (or ``size``) in [0, 1], by :func:`fcam.cams.cam_to_size`.
 
         Example:
             >>> with GradCAM(model, "layer4") as cam:            # doctest: +SKIP
@@ -185,7 +205,7 @@ class _CAM(ABC):
         """
         maps = self(images, targets)
         out_size = tuple(images.shape[-2:]) if size is None else size
-        return normalize(upsample(maps, out_size))
+        return cam_to_size(maps, out_size)
 
     # ------------------------------------------------------------------ family hook
     @abstractmethod
@@ -216,7 +236,9 @@ class _CAM(ABC):
             output = self.model(images)
         return model_logits(output, self.output_fn)
 
-    def _forward(self, images: Tensor, targets: Tensor | None, *, grad: bool) -> _Forward:
+    def _forward(
+        self, images: Tensor, targets: Tensor | None, *, grad: bool, features: Sequence[str] = ()
+    ) -> _Forward:
         """Run the model once with the capture hook, pick the target scores, get gradients."""
         layer = self.target_layer
         assert layer is not None  # set in __init__ or by _locate
@@ -233,7 +255,7 @@ class _CAM(ABC):
         handle = layer.register_forward_hook(capture)
         self._handles.append(handle)
         try:
-            with torch.set_grad_enabled(grad):
+            with capture_features(self.model, features) as captured, torch.set_grad_enabled(grad):
                 logits = self._logits(images)
         finally:
             handle.remove()
@@ -253,7 +275,7 @@ class _CAM(ABC):
             scores = logits.gather(1, chosen[:, None]).squeeze(1)
             if grad:
                 grads = self._gradients(scores, leaf)
-        return _Forward(images, activations.detach(), scores.detach(), chosen, grads)
+        return _Forward(images, activations.detach(), scores.detach(), chosen, grads, dict(captured))
 
     def _captured(self, store: dict[str, Any]) -> Tensor:
         if "leaf" in store:
@@ -290,37 +312,6 @@ def _rejected_images(images: Tensor) -> Iterator[None]:
         raise ValueError(f"the model rejected `images` of shape {tuple(images.shape)}: {exc}") from exc
 
 
-def _parse_targets(targets: Targets, batch: int) -> Tensor | None:
-    """Validate ``targets`` against the batch size; return a CPU ``(B,)`` long tensor or None."""
-    if targets is None:
-        return None
-    if isinstance(targets, bool):
-        raise TypeError("`targets` must be class indices, got a bool")
-    if isinstance(targets, Tensor):
-        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-            raise TypeError(f"`targets` must hold integer class indices, got dtype {targets.dtype}")
-        if targets.ndim > 1:
-            raise ValueError(f"`targets` must be 0-D or 1-D, got shape {tuple(targets.shape)}")
-        parsed = targets.detach().to("cpu", torch.long).reshape(-1)
-        if targets.ndim == 0:
-            parsed = parsed.expand(batch)
-    elif isinstance(targets, Sequence) and not isinstance(targets, (str, bytes)):
-        try:
-            parsed = torch.tensor([operator.index(t) for t in targets], dtype=torch.long)
-        except TypeError as exc:
-            raise TypeError(f"`targets` must hold integer class indices: {exc}") from None
-    else:
-        try:
-            parsed = torch.full((batch,), operator.index(targets), dtype=torch.long)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError(
-                f"`targets` must be None, an int, a sequence or a 1-D tensor, got {type(targets).__name__}"
-            ) from None
-    if parsed.numel() != batch:
-        raise ValueError(f"`targets` has {parsed.numel()} entries for a batch of {batch} images")
-    return parsed
-
-
 def _resolve_targets(targets: Tensor | None, logits: Tensor) -> Tensor:
     """Argmax when ``targets`` is None, else range-check and move to the logits' device."""
     if targets is None:
@@ -339,9 +330,3 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
     return generator
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-    return value

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from fcam.cams.base import _CAM, _Forward, _generator, _positive_int
+from fcam.cams.base import _CAM, _Forward, _generator
+from fcam.core.validation import check_int
 
 __all__ = ["GradCAM", "GradCAMpp", "LayerCAM", "SmoothGradCAMpp", "XGradCAM"]
 
@@ -145,7 +146,7 @@ class SmoothGradCAMpp(GradCAMpp):
         super().__init__(model, target_layer, **kwargs)
         if not std >= 0:
             raise ValueError(f"`std` must be >= 0, got {std!r}")
-        self.num_samples = _positive_int(num_samples, "num_samples")
+        self.num_samples = check_int(num_samples, "`num_samples`")
         self.std = float(std)
         self.seed = seed
 

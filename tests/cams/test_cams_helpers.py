@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchvision.models.inception import InceptionOutputs
 
 from fcam import cams
-from fcam.cams.layers import locate_target_layer, model_logits, resolve_layer
+from fcam.cams import locate_target_layer, model_logits, resolve_layer
 
 # ---------------------------------------------------------------------------- maps
 
