@@ -145,6 +145,7 @@ class _CAM(ABC):
         classifier's feature pyramid (F-CAM's training step) runs the classifier once.
 
         Example:
+            >>> from fcam.cams import GradCAM
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
             ...                     nn.Flatten(), nn.Linear(4, 2))
             >>> with GradCAM(net, "1") as cam:
