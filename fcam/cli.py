@@ -334,8 +334,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     from fcam.data import WSOLDataset, wsol_collate
     from fcam.demo.classifier import load_classifier
-    from fcam.demo.evaluation import evaluate_localization
-    from fcam.demo.report import atomic_write_text, format_table
+    from fcam.evaluation import evaluate_localization
+    from fcam.core.io import atomic_write_text
+    from fcam.evaluation import format_table
 
     model, meta = load_classifier(args.classifier, arch=args.arch, device=args.device)
     for p in model.parameters():
@@ -412,7 +413,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     from fcam.data.synthetic import IMAGENET_MEAN, IMAGENET_STD
     from fcam.data.wsol_writer import atomic_write_bytes
     from fcam.demo.classifier import load_classifier
-    from fcam.demo.report import atomic_write_png
+    from fcam.demo.report import write_png as atomic_write_png
     from fcam.viz import overlay
 
     pil_images = [_read_image(p) for p in args.images]  # fail before any heavy work

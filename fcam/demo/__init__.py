@@ -1,5 +1,8 @@
 """The ``fcam demo`` pipeline and its building blocks (cached classifier training, scoring).
 
+:func:`evaluate_localization` and :class:`LocalizationScores` are re-exported from
+:mod:`fcam.evaluation`, where they live.
+
 Attributes load lazily so that ``fcam --help`` does not import torch.
 """
 
@@ -17,8 +20,8 @@ _EXPORTS = {
     "train_classifier": "fcam.demo.classifier",
     "cache_dir": "fcam.demo.cache",
     "DemoConfig": "fcam.demo.config",
-    "LocalizationScores": "fcam.demo.evaluation",
-    "evaluate_localization": "fcam.demo.evaluation",
+    "LocalizationScores": "fcam.evaluation",
+    "evaluate_localization": "fcam.evaluation",
     "DemoResult": "fcam.demo.pipeline",
     "run_demo": "fcam.demo.pipeline",
 }

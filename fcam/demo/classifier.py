@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fcam.data.synthetic import GENERATOR_VERSION, SyntheticWSOL
-from fcam.demo.cache import atomic_torch_save, cache_dir, config_key
+from fcam.demo.cache import cache_dir, config_key
+from fcam.demo.config import TARGET_LAYER
+from fcam.models import ClassifierSpec, build_model, read_classifier_file
+from fcam.models import save_classifier as save_model_file
 
 __all__ = [
     "ClassifierConfig",
@@ -56,39 +58,41 @@ def build_classifier(num_classes: int, arch: str = "resnet18") -> nn.Module:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if arch not in _ARCHS:
         raise ValueError(f"arch must be one of {list(_ARCHS)}, got {arch!r}")
-    return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    return build_model(ClassifierSpec(arch, num_classes=num_classes))
 
 
 def save_classifier(
     model: nn.Module, path: str | Path, *, arch: str, image_size: int | None = None
 ) -> Path:
-    """Write ``model``'s weights with what :func:`load_classifier` needs to rebuild it.
+    """Write a demo ResNet as an fcam classifier file (:func:`fcam.models.save_classifier`).
 
-    The file holds ``{"state_dict", "arch", "num_classes", "image_size"}`` (tensors and
-    plain values only, so it loads with ``weights_only=True``); written atomically.
+    The spec records ``arch``, the class count (from ``fc.weight``), the target layer
+    ``layer4``, ``image_size`` and ImageNet normalisation; the file loads with
+    :func:`load_classifier`, :func:`fcam.models.load_classifier` and ``fcam ... --classifier``.
     """
     if arch not in _ARCHS:
         raise ValueError(f"arch must be one of {list(_ARCHS)}, got {arch!r}")
-    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if "fc.weight" not in state_dict:
+    fc_weight = model.state_dict().get("fc.weight")
+    if fc_weight is None:
         raise ValueError("model has no `fc` layer: not a torchvision ResNet")
-    payload = {
-        "state_dict": state_dict,
-        "arch": arch,
-        "num_classes": int(state_dict["fc.weight"].shape[0]),
-        "image_size": image_size,
-    }
-    return atomic_torch_save(payload, path)
+    spec = ClassifierSpec(
+        arch,
+        num_classes=int(fc_weight.shape[0]),
+        target_layer=TARGET_LAYER,
+        input_size=image_size,
+    )
+    return save_model_file(model, spec, path)
 
 
 def load_classifier(
     path: str | Path, *, arch: str | None = None, device: str | torch.device | None = None
 ) -> tuple[nn.Module, dict[str, object]]:
-    """Rebuild a ResNet classifier from a checkpoint file.
+    """Rebuild a demo ResNet classifier from a file.
 
-    Accepts the files written by :func:`save_classifier` and bare torchvision ResNet state
-    dicts (then ``arch`` says which ResNet, ``resnet18`` by default); the number of classes
-    is read from ``fc.weight``.
+    Accepts the files written by :func:`save_classifier` (now and in earlier fcam versions)
+    and bare torchvision ResNet state dicts or checkpoints holding one (then ``arch`` says
+    which ResNet, ``resnet18`` by default); the number of classes is read from ``fc.weight``.
+    Any other classifier: :func:`fcam.models.load_classifier` / :func:`fcam.models.load_model`.
 
     Returns:
         ``(model in eval mode on device, metadata)`` where metadata holds ``arch``,
@@ -98,26 +102,17 @@ def load_classifier(
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a ResNet checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"classifier checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types on foreign/corrupt files
-        raise ValueError(f"cannot read classifier checkpoint {path}: {exc}") from None
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path} does not hold a state dict")  # noqa: TRY004 - bad file content
-    state_dict = payload.get("state_dict", payload)
-    if not isinstance(state_dict, dict) or "fc.weight" not in state_dict:
+    spec, state_dict = read_classifier_file(path)
+    if "fc.weight" not in state_dict:
         raise ValueError(f"{path} is not a torchvision ResNet checkpoint (no fc.weight)")
-    arch = arch or str(payload.get("arch", "resnet18"))
+    arch = arch or (spec.model if spec is not None else "resnet18")
     num_classes = int(state_dict["fc.weight"].shape[0])
     model = build_classifier(num_classes, arch)
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise ValueError(f"{path} does not match a {arch}: {str(exc).splitlines()[0]}") from None
-    size = payload.get("image_size")
+    size = spec.input_size if spec is not None else None
     meta = {"arch": arch, "num_classes": num_classes, "image_size": size}
     return model.to(_device(device)).eval(), meta
 

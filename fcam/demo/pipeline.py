@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from fcam import __version__
-from fcam.data.synthetic import IMAGENET_MEAN, IMAGENET_STD, SyntheticWSOL
+from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from fcam.core.io import atomic_write_text
+from fcam.data.synthetic import SyntheticWSOL
 from fcam.demo.cache import cache_dir
 from fcam.demo.classifier import (
     evaluate_accuracy,
@@ -42,13 +43,12 @@ from fcam.demo.classifier import (
     train_classifier,
 )
 from fcam.demo.config import DEMO_CAMS, TARGET_LAYER, DemoConfig
-from fcam.demo.evaluation import LocalizationScores, evaluate_localization
-from fcam.demo.report import (
-    atomic_write_png,
-    atomic_write_text,
-    format_table,
-    gain_lines,
-    results_json,
+from fcam.demo.report import format_table, gain_lines, results_json, write_png
+from fcam.evaluation import (
+    LocalizationScores,
+    cam_map_fn,
+    evaluate_localization,
+    fcam_map_fn,
 )
 
 __all__ = ["DEMO_CAMS", "DemoConfig", "DemoResult", "run_demo"]
@@ -119,21 +119,6 @@ def _fit_fcam(
     return explainer
 
 
-def _cam_map_fn(extractor: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    def map_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return extractor.explain(images, labels, size=tuple(images.shape[-2:]))
-
-    return map_fn
-
-
-def _fcam_map_fn(explainer: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    def map_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return explainer.explain(images, labels)
-
-    return map_fn
-
-
 def _write_visuals(
     maps: dict[str, torch.Tensor], test: SyntheticWSOL, n: int, out_dir: Path
 ) -> dict[str, Any]:
@@ -146,7 +131,7 @@ def _write_visuals(
         slug = label.lower().replace(" + ", "-").replace("+", "p").replace(" ", "-")
         for i, it in enumerate(items):
             path = out_dir / "overlays" / f"{i:02d}-{slug}.png"
-            overlays.append(str(atomic_write_png(path, overlay(it["raw"], batch_maps[i]))))
+            overlays.append(str(write_png(path, overlay(it["raw"], batch_maps[i]))))
     grid_path = out_dir / "comparison_grid.png"
     comparison_grid(
         images,
@@ -220,7 +205,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
         name = DEMO_CAMS.get(cam, cam)
         tick = time.perf_counter()
         with cam_methods.create(cam, model, TARGET_LAYER) as extractor:
-            cam_fn = _cam_map_fn(extractor)
+            cam_fn = cam_map_fn(extractor)
             base = evaluate_localization(
                 cam_fn,
                 model,
@@ -239,7 +224,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
         checkpoints[cam] = out_dir / f"fcam-{cam}.pt"
         explainer.save(checkpoints[cam])
         tick = time.perf_counter()
-        fcam_fn = _fcam_map_fn(explainer)
+        fcam_fn = fcam_map_fn(explainer)
         fitted = evaluate_localization(
             fcam_fn,
             model,

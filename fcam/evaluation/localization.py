@@ -1,0 +1,204 @@
+"""Score any map producer on a localisation loader with :mod:`fcam.metrics`.
+
+One pass over the loader feeds three evaluators: :class:`~fcam.metrics.MaskEvaluator` (PxAP,
+when the batches carry masks), :class:`~fcam.metrics.BoxEvaluator` version 2 (MaxBoxAccV2,
+IoU 30/50/70) and version 1 (MaxBoxAcc at IoU 50, plus top-1 localisation from the
+classifier's logits). Maps are produced for the **ground-truth class** (GT-known protocol).
+
+Batches are dicts with ``image`` (B, C, H, W) and ``label`` (B,), plus ground truth in the
+frame of the images: boxes as ``box`` (B, 4) (:class:`~fcam.data.SyntheticWSOL`) or ``boxes``
+(a list of (M_i, 4), :func:`~fcam.data.wsol_collate`), and/or ``mask`` (B, H, W) with an
+optional ``ignore`` (B, H, W). Box metrics need boxes, PxAP needs masks; a metric without its
+ground truth is reported as ``None``.
+
+The classifier can be any ``nn.Module``: its output is turned into logits with
+:func:`fcam.core.model_logits` (tensors, tuples, dicts, ``.logits`` objects, or ``output_fn``).
+Without a classifier (``model=None``) the localisation metrics are still computed, but
+top-1 localisation and the classification accuracy are ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fcam.core import OutputFn, check_number, frozen, model_device, model_logits
+from fcam.metrics import BoxEvaluator, MaskEvaluator
+
+__all__ = ["LocalizationScores", "MapFn", "evaluate_localization"]
+
+logger = logging.getLogger(__name__)
+
+MapFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``map_fn(images, labels) -> maps``: (B, H, W) maps in [0, 1] at the images' resolution."""
+
+
+@dataclass
+class LocalizationScores:
+    """Localisation results in percent.
+
+    Attributes:
+        pxap: pixel average precision (``None`` without masks).
+        maxboxacc_v2: MaxBoxAccV2, mean over IoU 30/50/70, all contours (``None`` without
+            boxes); likewise for the two below.
+        maxboxacc: MaxBoxAcc (v1): largest contour, IoU 50; equals GT-known loc at IoU 50.
+        top1_loc: correct top-1 class and IoU >= 50 (largest contour), max over thresholds
+            (``None`` without boxes or without a classifier).
+        classification_acc: top-1 accuracy of the classifier on the same images (``None``
+            without a classifier).
+        num_images: images evaluated.
+        settings: protocol options behind the numbers.
+    """
+
+    pxap: float | None
+    maxboxacc_v2: float | None
+    maxboxacc: float | None
+    top1_loc: float | None
+    classification_acc: float | None
+    num_images: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scores and settings as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+def _boxes(batch: Mapping[str, Any]) -> Any:
+    if "boxes" in batch:
+        return batch["boxes"]
+    if "box" in batch:
+        box = torch.as_tensor(batch["box"])
+        return box[:, None, :] if box.ndim == 2 else box
+    return None
+
+
+def _presence(seen: dict[str, bool], key: str, present: bool) -> bool:
+    if seen.setdefault(key, present) != present:
+        raise ValueError(f"either every batch or no batch must carry {key}")
+    return present
+
+
+def _logits(model: nn.Module, images: torch.Tensor, output_fn: OutputFn | None) -> torch.Tensor:
+    with frozen(model), torch.no_grad():
+        return model_logits(model(images), output_fn)
+
+
+def _check_batch(batch: Any) -> tuple[Any, Any]:
+    if not isinstance(batch, Mapping) or "image" not in batch or "label" not in batch:
+        keys = sorted(map(str, batch)) if isinstance(batch, Mapping) else type(batch).__name__
+        raise TypeError(f"loader batches must be dicts with 'image' and 'label', got {keys}")
+    return batch["image"], batch["label"]
+
+
+def _check_maps(maps: Any, images: torch.Tensor) -> torch.Tensor:
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"map_fn must return a tensor, got {type(maps).__name__}")
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.ndim != 3 or maps.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"map_fn must return (B, H, W) maps, got shape {tuple(maps.shape)} for a batch of "
+            f"{images.shape[0]} images"
+        )
+    if maps.shape[-2:] != images.shape[-2:]:
+        raise ValueError(
+            f"map_fn returned maps of size {tuple(maps.shape[-2:])}, images are "
+            f"{tuple(images.shape[-2:])}"
+        )
+    return maps
+
+
+def evaluate_localization(
+    map_fn: MapFn,
+    model: nn.Module | None,
+    loader: Iterable[Mapping[str, Any]],
+    *,
+    device: torch.device | str | None = None,
+    cam_curve_interval: float = 0.001,
+    output_fn: OutputFn | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> LocalizationScores:
+    """Evaluate ``map_fn`` on every batch of ``loader``.
+
+    Example:
+        >>> scores = evaluate_localization(fn, model, loader)   # doctest: +SKIP
+        >>> scores.maxboxacc_v2                                 # doctest: +SKIP
+
+    Args:
+        map_fn: produces (B, H, W) maps in [0, 1] for ``(images, labels)``.
+        model: the classifier whose logits give top-1 localisation and accuracy; ``None``
+            skips both.
+        loader: batches as described in the module docstring.
+        device: where images go; defaults to the model's device (CPU without a model).
+        cam_curve_interval: threshold step of the metrics (0.001 as in wsolevaluation).
+        output_fn: maps the model output to logits (see :func:`fcam.core.model_logits`).
+        progress: show a tqdm bar.
+        desc: the bar's label.
+
+    Returns:
+        The scores, with the settings used.
+
+    Raises:
+        TypeError: ``map_fn`` is not callable, ``model`` is not a module, bad batches.
+        ValueError: an empty loader, no ground truth, maps of the wrong size.
+    """
+    if not callable(map_fn):
+        raise TypeError(f"map_fn must be callable, got {type(map_fn).__name__}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
+    check_number(cam_curve_interval, "cam_curve_interval", positive=True, maximum=1.0)
+    if device is None:
+        device = model_device(model) if model is not None else torch.device("cpu")
+    device = torch.device(device)
+    masks_eval = MaskEvaluator(cam_curve_interval=cam_curve_interval)
+    box_v2 = BoxEvaluator(version=2, cam_curve_interval=cam_curve_interval)
+    box_v1 = BoxEvaluator(version=1, iou_thresholds=(50,), cam_curve_interval=cam_curve_interval)
+    seen: dict[str, bool] = {}
+    correct = count = 0
+    frame = ""
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        images, labels = _check_batch(batch)
+        images = images.to(device)
+        labels = torch.as_tensor(labels).to(device)
+        maps = _check_maps(map_fn(images, labels), images)
+        logits = _logits(model, images, output_fn) if model is not None else None
+        boxes = _boxes(batch)
+        if _presence(seen, "boxes", boxes is not None):
+            box_v2.update(maps, boxes)
+            if logits is None:
+                box_v1.update(maps, boxes)
+            else:
+                box_v1.update(maps, boxes, labels=labels, logits=logits)
+        if _presence(seen, "masks", "mask" in batch):
+            masks_eval.update(maps, batch["mask"], batch.get("ignore"))
+        if logits is not None:
+            correct += int((logits.argmax(1) == labels).sum())
+        count += labels.shape[0]
+        frame = f"{images.shape[-2]}x{images.shape[-1]} (image size)"
+    if count == 0:
+        raise ValueError("loader yielded no batch")
+    if not (seen["boxes"] or seen["masks"]):
+        raise ValueError("batches carry neither boxes ('box'/'boxes') nor masks ('mask')")
+    v1 = box_v1.compute() if seen["boxes"] else None
+    top1 = v1.top1_loc[50] if v1 is not None and v1.top1_loc is not None else None
+    return LocalizationScores(
+        pxap=masks_eval.compute().value if seen["masks"] else None,
+        maxboxacc_v2=box_v2.compute().value if seen["boxes"] else None,
+        maxboxacc=v1.value if v1 is not None else None,
+        top1_loc=top1,
+        classification_acc=100.0 * correct / count if model is not None else None,
+        num_images=count,
+        settings={
+            "cam_curve_interval": cam_curve_interval,
+            "iou_thresholds_v2": [30, 50, 70],
+            "targets": "ground-truth class (GT-known)",
+            "frame": frame,
+        },
+    )
