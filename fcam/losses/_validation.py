@@ -1,31 +1,23 @@
-"""Input checks shared by the F-CAM losses.
+"""Tensor checks shared by the F-CAM losses.
 
-Each check raises a :class:`ValueError` (bad values or shapes) or a :class:`TypeError` (not a
-tensor, wrong dtype) that names the offending argument, so a wrong call fails at the API
-boundary rather than deep inside a filter or as a NaN loss.
+Scalar arguments go through :func:`fcam.core.validation.check_number` and
+:func:`fcam.core.validation.check_int`, as everywhere in fcam; the checks here cover what is
+particular to the losses (float tensors of given ranks, probability maps, RGB images in
+``[0, 255]``). Each raises a :class:`ValueError` (bad values or shapes) or a
+:class:`TypeError` (not a tensor, wrong dtype) that names the offending argument, so a wrong
+call fails at the API boundary rather than deep inside a filter or as a NaN loss.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-__all__ = ["check_number", "check_float_tensor", "check_probs", "check_images"]
+__all__ = ["check_float_tensor", "check_images", "check_probs"]
 
 # float32 softmax outputs sum to 1 within ~1e-6; 1e-3 tolerates half-precision inputs and
 # finite-difference perturbations (gradcheck) while still catching logits or masks.
 _SUM_TOL = 1e-3
-
-
-def check_number(value: object, name: str, positive: bool = False) -> float:
-    """Check that ``value`` is a finite real number (and > 0 if ``positive``); return it as float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
 
 
 def check_float_tensor(x: object, name: str, ndim: int | tuple[int, ...]) -> Tensor:

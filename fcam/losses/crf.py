@@ -56,7 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fcam.losses._validation import check_images, check_number, check_probs
+from fcam.core.validation import check_number
+from fcam.losses._validation import check_images, check_probs
 from fcam.losses.bilateral import (
     exact_gaussian_filter,
     grid_gaussian_filter,
@@ -206,9 +207,7 @@ def dense_crf_loss(
                          "the same batch size and spatial size")
     sigma_rgb = check_number(sigma_rgb, "sigma_rgb", positive=True)
     sigma_xy = check_number(sigma_xy, "sigma_xy", positive=True)
-    scale = check_number(scale, "scale", positive=True)
-    if scale > 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    scale = check_number(scale, "scale", positive=True, maximum=1.0)
     check_number(weight, "weight")
 
     if scale != 1.0:
@@ -243,9 +242,7 @@ class DenseCRFLoss(nn.Module):
         super().__init__()
         self.sigma_rgb = check_number(sigma_rgb, "sigma_rgb", positive=True)
         self.sigma_xy = check_number(sigma_xy, "sigma_xy", positive=True)
-        self.scale = check_number(scale, "scale", positive=True)
-        if self.scale > 1:
-            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        self.scale = check_number(scale, "scale", positive=True, maximum=1.0)
         self.weight = check_number(weight, "weight")
         self.exact = bool(exact)
 

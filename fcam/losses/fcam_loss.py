@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fcam.losses._validation import check_float_tensor, check_number
+from fcam.core.validation import check_number
+from fcam.losses._validation import check_float_tensor
 from fcam.losses.crf import DenseCRFLoss
 from fcam.losses.seeds import SeedLoss
 from fcam.losses.size import SizeLoss

@@ -22,15 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcam.core.validation import check_int, check_number
 from fcam.losses._validation import check_float_tensor
 
 __all__ = ["sample_seeds", "otsu_threshold", "SeedLoss", "seed_loss"]
-
-
-def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def otsu_threshold(levels: Tensor) -> Tensor:
@@ -155,13 +150,12 @@ def sample_seeds(
         cams = cams[:, 0]
     if bool((cams < 0).any()) or bool((cams > 1).any()):
         raise ValueError("cams must be normalised to [0, 1] (see fcam.cams.normalize)")
-    sl_max = _check_positive_int(sl_max, "sl_max", 0)
-    sl_min = _check_positive_int(sl_min, "sl_min", 0)
-    sl_ksz = _check_positive_int(sl_ksz, "sl_ksz")
-    fg_erode_k = _check_positive_int(fg_erode_k, "fg_erode_k")
-    fg_erode_iter = _check_positive_int(fg_erode_iter, "fg_erode_iter", 0)
-    if not 0.0 <= float(sl_min_p) <= 1.0:
-        raise ValueError(f"sl_min_p must be in [0, 1], got {sl_min_p!r}")
+    sl_max = check_int(sl_max, "sl_max", 0)
+    sl_min = check_int(sl_min, "sl_min", 0)
+    sl_ksz = check_int(sl_ksz, "sl_ksz")
+    fg_erode_k = check_int(fg_erode_k, "fg_erode_k")
+    fg_erode_iter = check_int(fg_erode_iter, "fg_erode_iter", 0)
+    sl_min_p = check_number(sl_min_p, "sl_min_p", non_negative=True, maximum=1.0)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) \
             or ignore_index in (0, 1):
         raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")

@@ -7,13 +7,13 @@ extended log-barrier, whose sharpness ``t`` grows once per epoch (Kervadec et al
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from fcam.losses._validation import check_float_tensor, check_number, check_probs
+from fcam.core.validation import check_number
+from fcam.losses._validation import check_float_tensor, check_probs
 
 __all__ = ["log_barrier", "BarrierSchedule", "LogBarrier", "size_loss", "SizeLoss"]
 
