@@ -12,6 +12,7 @@ It holds exactly one implementation of each piece of model and file plumbing:
 - :mod:`fcam.core.io`: atomic writes (fsync, file mode from the umask).
 - :mod:`fcam.core.constants`: normalisation constants.
 - :mod:`fcam.core.boxes`: box rescaling shared by datasets and metrics.
+- :mod:`fcam.core.references`: ``"package.module:name"`` references to importable objects.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from fcam.core.layers import (
     probe_model,
     resolve_layer,
 )
+from fcam.core.references import import_reference, reference_of
 from fcam.core.state import ModelState, frozen, model_device
 from fcam.core.targets import Targets, parse_targets
 from fcam.core.validation import check_images, check_int, check_number, check_stats
@@ -52,11 +54,13 @@ __all__ = [
     "check_stats",
     "first_conv_channels",
     "frozen",
+    "import_reference",
     "locate_target_layer",
     "model_device",
     "model_logits",
     "parse_targets",
     "probe_model",
+    "reference_of",
     "resize_bbox",
     "resolve_layer",
 ]

@@ -1,0 +1,124 @@
+"""The checkpoint format of :class:`fcam.FCAM`: payload, version, classifier fingerprint.
+
+A checkpoint is one ``torch.save`` dict, read back with ``torch.load(weights_only=True)``:
+
+=============  ============================================================================
+key            content
+=============  ============================================================================
+format         ``"fcam.FCAM"``
+version        :data:`FORMAT_VERSION` (version-1 files, written before :class:`FCAMConfig`
+               existed, hold the same config keys minus the new ones and still load)
+config         :meth:`FCAMConfig.to_dict`
+pyramid        :meth:`fcam.upscalers.Pyramid.to_dict`
+fingerprint    :func:`classifier_fingerprint` of the classifier the decoder was trained on
+decoder        the decoder's ``state_dict`` (CPU tensors)
+history        one dict of mean losses per epoch
+train          only in the per-epoch file of ``fit(checkpoint_dir=...)``: optimiser, scaler,
+               loss, generator and global RNG states, for an exact resume
+=============  ============================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fcam.core.io import atomic_torch_save
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "classifier_fingerprint",
+    "fingerprint_mismatch",
+    "read_checkpoint",
+    "write_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File name of the per-epoch checkpoint inside ``checkpoint_dir``.
+CHECKPOINT_NAME = "fcam-last.pt"
+#: Value of the ``format`` key.
+FORMAT = "fcam.FCAM"
+#: Current version of the payload; :data:`READABLE_VERSIONS` can be read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+def classifier_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """Architecture fingerprint: class name plus parameter and buffer names and shapes.
+
+    Also holds a float checksum of the parameter values (a mismatch only warns: the decoder
+    was trained on other weights of the same architecture).
+
+    Example:
+        >>> classifier_fingerprint(nn.Linear(2, 3))["params"]
+        [['weight', [3, 2]], ['bias', [3]]]
+    """
+    with torch.no_grad():
+        checksum = float(sum(p.detach().double().abs().sum().item() for p in model.parameters()))
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "params": [[n, list(p.shape)] for n, p in model.named_parameters()],
+        "buffers": [[n, list(b.shape)] for n, b in model.named_buffers()],
+        "checksum": checksum,
+    }
+
+
+def fingerprint_mismatch(saved: Mapping[str, Any], model: nn.Module) -> str | None:
+    """Why ``model`` is not the classifier of ``saved``, or ``None`` when it is (weights may
+    differ: that only logs a warning)."""
+    now = classifier_fingerprint(model)
+    if saved.get("class") != now["class"]:
+        return f"architecture {now['class']} differs from the saved {saved.get('class')}"
+    for key in ("params", "buffers"):
+        old = [(n, tuple(s)) for n, s in saved.get(key, [])]
+        new = [(n, tuple(s)) for n, s in now[key]]
+        if old != new:
+            diff = sorted(set(old) ^ set(new))[:3]
+            return f"{key} differ (names/shapes), e.g. {diff}"
+    if not math.isclose(float(saved.get("checksum", 0.0)), now["checksum"], rel_tol=1e-6):
+        logger.warning(
+            "the classifier has the saved architecture but other weights; the decoder was "
+            "trained on different features"
+        )
+    return None
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and check a checkpoint's envelope (format and version).
+
+    Raises:
+        ValueError: missing, unreadable, foreign or newer-version file (named in the message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path {str(path)!r} is not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
+        raise ValueError(f"path {str(path)!r} is not a readable fcam checkpoint: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"path {str(path)!r} is not an fcam.FCAM checkpoint")
+    if payload.get("version") not in READABLE_VERSIONS:
+        raise ValueError(
+            f"path {str(path)!r} has checkpoint version {payload.get('version')}; this fcam "
+            f"reads versions {list(READABLE_VERSIONS)} (a newer file needs a newer fcam)"
+        )
+    for key in ("config", "pyramid", "fingerprint", "decoder"):
+        if key not in payload:
+            raise ValueError(f"path {str(path)!r} is a damaged fcam checkpoint: no {key!r} entry")
+    return payload
+
+
+def write_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``payload`` (with the current format and version) atomically."""
+    return atomic_torch_save({**payload, "format": FORMAT, "version": FORMAT_VERSION}, path)

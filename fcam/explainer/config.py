@@ -1,0 +1,175 @@
+"""The one definition of F-CAM's options: :class:`FCAMConfig` (with nested :class:`SeedOptions`).
+
+The constructor of :class:`fcam.FCAM`, :meth:`fcam.FCAM.save` and :meth:`fcam.FCAM.load` all
+derive from these dataclasses (their fields, defaults and checks), so an option cannot be
+accepted by one and silently dropped by another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from fcam.core.validation import check_int, check_number
+from fcam.upscalers import DEFAULT_WIDTHS
+
+__all__ = ["CRF_REFERENCE_PIXELS", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig", "SeedOptions"]
+
+#: Pixel count of the image size the user-facing ``crf_weight`` refers to (224×224).
+CRF_REFERENCE_PIXELS = 224 * 224
+#: Default :attr:`FCAMConfig.crf_weight`, *defined at the 224² reference* and rescaled per batch
+#: by ``(224² / (H·W))²`` (unlike :data:`fcam.losses.DEFAULT_CRF_WEIGHT`, an absolute weight of
+#: the loss itself). Measurement in the :mod:`fcam.explainer` docstring.
+DEFAULT_REFERENCE_CRF_WEIGHT = 3e-8
+
+
+@dataclass(frozen=True)
+class SeedOptions:
+    """Seed sampling of :func:`fcam.losses.sample_seeds` (paper values as defaults).
+
+    Attributes:
+        sl_max: foreground seeds per image, drawn from the top of the CAM.
+        sl_min: background seeds per image, drawn from the bottom of the CAM.
+        sl_ksz: side of the square each seed is dilated to.
+        sl_min_p: share of the lowest CAM pixels that background seeds come from.
+        fg_erode_k: erosion kernel applied to the foreground region before sampling.
+        fg_erode_iter: erosion iterations.
+    """
+
+    sl_max: int = 1
+    sl_min: int = 1
+    sl_ksz: int = 3
+    sl_min_p: float = 0.1
+    fg_erode_k: int = 11
+    fg_erode_iter: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("sl_max", "sl_min", "sl_ksz", "fg_erode_k"):
+            object.__setattr__(self, name, check_int(getattr(self, name), name))
+        object.__setattr__(self, "fg_erode_iter", check_int(self.fg_erode_iter, "fg_erode_iter", 0))
+        object.__setattr__(self, "sl_min_p", check_number(self.sl_min_p, "sl_min_p", positive=True, maximum=1.0))
+
+
+@dataclass(frozen=True)
+class FCAMConfig:
+    r"""Every option of :class:`fcam.FCAM` that is saved with it.
+
+    Attributes:
+        target_layer: CAM layer = decoder head (dotted name); ``None`` until resolved.
+        cam: name of the seed CAM (:func:`fcam.cams.available`), or ``None`` for an extractor
+            instance or a callable (:attr:`cam_ref` then names it when it is importable).
+        cam_ref: ``"package.module:qualname"`` of a custom seed-CAM callable, if importable.
+        upscaler: decoder type (:func:`fcam.upscalers.available`).
+        skips: explicit skip layers instead of the automatic pyramid (names).
+        widths: decoder widths, deepest first (F-CAM: ``(256, 128, 64, 32, 16)``).
+        crf_weight: CRF weight at the 224² reference, rescaled per batch by
+            :math:`(224^2 / HW)^2` (the CRF sums over all pixel pairs).
+        sigma_rgb: CRF colour bandwidth (RGB in [0, 255]).
+        sigma_xy: CRF spatial bandwidth in pixels.
+        crf_scale: evaluate the CRF on images downscaled by this factor in (0, 1].
+        size_weight: weight of the size log-barrier (paper: 0.1).
+        seed_weight: weight of the seed cross-entropy (paper: 1.0).
+        init_t, max_t, mulcoef: log-barrier schedule (paper: 1, 10, 1.01 per epoch).
+        seeds: seed sampling (:class:`SeedOptions`).
+        mean, std: normalisation of the loader's images, undone to get the CRF's raw RGB when a
+            batch carries no ``"raw"``/``"raw_image"`` entry.
+        output_fn_ref: ``"package.module:qualname"`` of ``output_fn``, if importable.
+        seed: seeds the decoder initialisation and the seed sampling generator.
+
+    Example:
+        >>> FCAMConfig.from_options(crf_weight=1e-8, sl_max=2).seeds.sl_max
+        2
+    """
+
+    target_layer: str | None = None
+    cam: str | None = "gradcampp"
+    cam_ref: str | None = None
+    upscaler: str = "unet"
+    skips: tuple[str, ...] | None = None
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    crf_weight: float = DEFAULT_REFERENCE_CRF_WEIGHT
+    sigma_rgb: float = 15.0
+    sigma_xy: float = 100.0
+    crf_scale: float = 1.0
+    size_weight: float = 0.1
+    seed_weight: float = 1.0
+    init_t: float = 1.0
+    max_t: float = 10.0
+    mulcoef: float = 1.01
+    seeds: SeedOptions = field(default_factory=SeedOptions)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    output_fn_ref: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("crf_weight", "size_weight", "seed_weight"):
+            set_(self, name, check_number(getattr(self, name), name, non_negative=True))
+        for name in ("sigma_rgb", "sigma_xy", "init_t", "max_t", "mulcoef"):
+            set_(self, name, check_number(getattr(self, name), name, positive=True))
+        set_(self, "crf_scale", check_number(self.crf_scale, "crf_scale", positive=True, maximum=1.0))
+        if not isinstance(self.upscaler, str):
+            raise TypeError(f"upscaler must be a name, got {type(self.upscaler).__name__}")
+        widths = tuple(self.widths) if not isinstance(self.widths, (int, str)) else ()
+        set_(self, "widths", tuple(check_int(w, "widths") for w in widths))
+        if not self.widths:
+            raise ValueError(f"widths must be a non-empty sequence of positive ints, got {self.widths!r}")
+        if self.skips is not None:
+            set_(self, "skips", tuple(str(s) for s in self.skips))
+        set_(self, "seed", check_int(self.seed, "seed", 0))
+        set_(self, "mean", tuple(check_number(v, "mean") for v in self.mean))
+        set_(self, "std", tuple(check_number(v, "std", positive=True) for v in self.std))
+        if isinstance(self.seeds, Mapping):
+            set_(self, "seeds", SeedOptions(**self.seeds))
+
+    # ------------------------------------------------------------------ conversions
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Keyword options accepted by :class:`fcam.FCAM` (seed options flattened)."""
+        own = [f.name for f in fields(cls) if f.name not in ("seeds", "cam_ref", "output_fn_ref")]
+        return own + [f.name for f in fields(SeedOptions)]
+
+    @classmethod
+    def from_options(cls, **options: Any) -> FCAMConfig:
+        """Build a config from flat keyword options (``sl_max=2`` goes into :attr:`seeds`).
+
+        Raises:
+            TypeError: for an unknown option (the message lists the known ones).
+        """
+        seed_names = {f.name for f in fields(SeedOptions)}
+        own = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - seed_names - own)
+        if unknown:
+            raise TypeError(f"unknown F-CAM option(s) {unknown}; known options: {cls.option_names()}")
+        seeds = {k: options.pop(k) for k in list(options) if k in seed_names}
+        base = options.pop("seeds", SeedOptions())
+        base = SeedOptions(**base) if isinstance(base, Mapping) else base
+        return cls(seeds=dataclasses.replace(base, **seeds), **options)
+
+    def replace(self, **options: Any) -> FCAMConfig:
+        """A copy with flat keyword options changed (seed options included)."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self)}
+        flat.update(options)
+        return FCAMConfig.from_options(**flat)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python (lists, numbers, strings, None): what a checkpoint stores."""
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FCAMConfig:
+        """Inverse of :meth:`to_dict`; keys a checkpoint lacks take their defaults.
+
+        Raises:
+            ValueError: for keys this version does not know (a newer checkpoint).
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"checkpoint config has unknown keys {unknown}; upgrade fcam to read it")
+        return cls(**dict(data))

@@ -1,0 +1,405 @@
+"""The :class:`FCAM` explainer: construction, ``explain``, ``fit``, ``save`` and ``load``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fcam.cams import available as available_cams
+from fcam.cams import cam_to_size
+from fcam.cams import create as create_cam
+from fcam.core.hooks import capture_features
+from fcam.core.layers import OutputFn, first_conv_channels, probe_model, resolve_layer
+from fcam.core.references import import_reference, reference_of
+from fcam.core.state import frozen, model_device
+from fcam.core.targets import Targets, parse_targets
+from fcam.core.validation import check_images, check_stats
+from fcam.explainer.adapters import CamFn, wrap_cam
+from fcam.explainer.checkpoint import (
+    classifier_fingerprint,
+    fingerprint_mismatch,
+    read_checkpoint,
+    write_checkpoint,
+)
+from fcam.explainer.config import FCAMConfig
+from fcam.explainer.trainer import Trainer, TrainOptions, checkpoint_path
+from fcam.losses import DenseCRFLoss, FCAMLoss, SeedLoss, SizeLoss
+from fcam.upscalers import Pyramid, build_upscaler, discover_pyramid
+
+__all__ = ["FCAM", "NotFittedError"]
+
+logger = logging.getLogger(__name__)
+
+
+class NotFittedError(ValueError, RuntimeError):
+    """Raised when :meth:`FCAM.explain` runs before :meth:`FCAM.fit` or :meth:`FCAM.load`."""
+
+
+class FCAM:
+    r"""Learned full-resolution CAMs for a frozen classifier (F-CAM).
+
+    Training objective per batch (Belharbi et al., WACV 2022, Sec. 3), with :math:`z` the
+    decoder logits, :math:`S = \mathrm{softmax}(z)` and :math:`I` the raw RGB image in [0, 255]:
+
+    .. math::
+        \mathcal{L} = \lambda_{sl}\,\mathrm{CE}_{seeds}(z)
+        + \lambda_{crf}\Big(\tfrac{224^2}{HW}\Big)^{2}\,\frac1B\sum_b\sum_k S_{bk}^\top W_b(1-S_{bk})
+        + \lambda_{size}\,\tfrac12\big[\psi_t(-|S_0|) + \psi_t(-|S_1|)\big]
+
+    Seeds are re-sampled every iteration from the seed CAM at input size
+    (:func:`fcam.cams.cam_to_size`; GT class when labels are given, else the prediction).
+
+    Example:
+        >>> import torch, torchvision
+        >>> from fcam import FCAM
+        >>> model = torchvision.models.resnet18(weights=None, num_classes=3)
+        >>> fc = FCAM(model, "layer4", cam="cam", widths=(16, 8, 8, 8, 8))
+        >>> history = fc.fit([torch.rand(2, 3, 64, 64)], epochs=1, progress=False)
+        >>> fc.explain(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 64, 64])
+
+    Args:
+        model: the classifier (kept frozen; never modified).
+        target_layer: CAM layer = decoder head (module or dotted name); ``None`` picks the last
+            layer with a spatial output.
+        cam: seed CAM: a name from :func:`fcam.cams.available`, an extractor instance, or a
+            callable ``(images, targets) -> Tensor[B, h, w]`` (pytorch-grad-cam and torchcam
+            objects are adapted by :func:`fcam.explainer.wrap_cam`); ``None`` only to explain
+            with a loaded decoder.
+        upscaler: decoder type (:func:`fcam.upscalers.available`).
+        skips: explicit skip layers (names or modules) instead of the automatic pyramid.
+        output_fn: maps the model output to logits (see :func:`fcam.core.model_logits`).
+        config: a complete :class:`~fcam.explainer.FCAMConfig` to start from.
+        **options: any field of :class:`~fcam.explainer.FCAMConfig` (``crf_weight``,
+            ``sigma_rgb``, ``widths``, ``mean``, ``std``, ``seed``, ...) or of
+            :class:`~fcam.explainer.SeedOptions` (``sl_max``, ...).
+
+    Raises:
+        TypeError, ValueError: on a bad model, layer, CAM, upscaler or option.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | str | None = None,
+        cam: str | CamFn | Any = "gradcampp",
+        upscaler: str = "unet",
+        *,
+        skips: Sequence[nn.Module | str] | None = None,
+        output_fn: OutputFn | None = None,
+        config: FCAMConfig | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if output_fn is not None and not callable(output_fn):
+            raise TypeError(f"output_fn must be callable, got {type(output_fn).__name__}")
+        base = config if config is not None else FCAMConfig()
+        cfg = base.replace(upscaler=upscaler, **options)
+        self.model = model
+        self.output_fn = output_fn
+        self.in_channels = first_conv_channels(model)
+        check_stats(cfg.mean, cfg.std, self.in_channels)
+        # One probe forward answers every structural question: layer, pyramid, class count.
+        probe = probe_model(model, in_channels=self.in_channels)
+        if target_layer is None:
+            target_layer = probe.last_spatial()
+            logger.info("FCAM: target_layer=None, using %r", target_layer)
+        self.target_name, _ = resolve_layer(model, target_layer)
+        self.pyramid = discover_pyramid(model, self.target_name, skips, probe=probe)
+        self.num_classes = probe.num_classes(output_fn)
+        self.cam_fn = self._build_cam(cam)
+        self.config = cfg.replace(
+            target_layer=self.target_name,
+            cam=cam.lower() if isinstance(cam, str) else None,
+            cam_ref=None if isinstance(cam, str) or cam is None else reference_of(cam),
+            skips=None if skips is None else [s.name for s in self.pyramid.skips if s],
+            output_fn_ref=None if output_fn is None else reference_of(output_fn),
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.decoder = build_upscaler(upscaler, self.pyramid, self.config.widths)
+        self.decoder.to(model_device(model))
+        self.loss = self._build_loss()
+        self.fitted = False
+        self.history: list[dict[str, float]] = []
+
+    def _build_cam(self, cam: Any) -> CamFn | None:
+        if cam is None:
+            return None
+        if isinstance(cam, str):
+            if cam.lower().replace("-", "").replace("_", "") not in available_cams():
+                raise ValueError(f"cam must be one of {available_cams()}, got {cam!r}")
+            return create_cam(cam, self.model, self.target_name, output_fn=self.output_fn)
+        return wrap_cam(cam, self.model)
+
+    def _build_loss(self) -> FCAMLoss:
+        c = self.config
+        return FCAMLoss(
+            seed=SeedLoss(),
+            crf=DenseCRFLoss(
+                sigma_rgb=c.sigma_rgb, sigma_xy=c.sigma_xy, weight=c.crf_weight, scale=c.crf_scale
+            ),
+            size=SizeLoss(weight=c.size_weight, init_t=c.init_t, max_t=c.max_t, mulcoef=c.mulcoef),
+            seed_weight=c.seed_weight,
+        )
+
+    def __repr__(self) -> str:
+        skips = [s.name if s else None for s in self.pyramid.skips]
+        cam = self.config.cam or self.config.cam_ref or type(self.cam_fn).__name__
+        return (
+            f"FCAM(model={type(self.model).__name__}, target_layer={self.target_name!r}, "
+            f"skips={skips}, cam={cam}, upscaler={self.config.upscaler!r}, fitted={self.fitted})"
+        )
+
+    # ------------------------------------------------------------------ forward pieces
+    def features(self, images: Tensor) -> dict[str, Tensor]:
+        """The pyramid features of ``images`` from one no-grad classifier forward."""
+        with capture_features(self.model, self.pyramid.names) as feats, torch.no_grad():
+            self.model(images)
+        return feats
+
+    def cam_and_features(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Seed CAM in [0, 1] at input size, plus the pyramid features.
+
+        An extractor with ``with_features`` (every :mod:`fcam.cams` extractor) hands the
+        features over from its own forward on these images; any other CAM callable is
+        followed by one no-grad forward for them.
+
+        Raises:
+            ValueError: no seed CAM (a loaded custom one), or a CAM of the wrong shape.
+        """
+        if self.cam_fn is None:
+            raise ValueError(
+                "this FCAM has no seed cam (it was fitted with a custom callable that cannot be "
+                "imported); pass cam= to FCAM.load"
+            )
+        with_features = getattr(self.cam_fn, "with_features", None)
+        if callable(with_features):
+            raw, feats = with_features(images, targets, self.pyramid.names)
+        else:
+            raw = self.cam_fn(images, targets)
+            feats = self.features(images)
+        raw = torch.as_tensor(raw, device=images.device).float()
+        if raw.ndim == 4 and raw.shape[1] == 1:
+            raw = raw[:, 0]
+        if raw.ndim != 3 or raw.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"cam must return (B, h, w) maps, got shape {tuple(raw.shape)} for "
+                f"{images.shape[0]} images"
+            )
+        raw = torch.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        return cam_to_size(raw, tuple(images.shape[-2:])), dict(feats)
+
+    def decode(self, decoder: nn.Module, feats: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:
+        """Decoder logits ``(B, 2, H, W)`` from captured pyramid features."""
+        head = feats[self.pyramid.head.name]
+        skips = [feats[s.name] if s is not None else None for s in self.pyramid.skips]
+        return decoder(head, skips, size)
+
+    # ------------------------------------------------------------------ explain
+    def explain(
+        self, images: Tensor, targets: Targets = None, return_cam: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Full-resolution foreground maps: one classifier forward plus the decoder.
+
+        Args:
+            images: ``(B, C, H, W)`` normalised batch on the model's device.
+            targets: class per image, only used for the seed CAM when ``return_cam=True``
+                (the F-CAM map is class-agnostic); ``None`` means the prediction.
+            return_cam: also return the seed CAM at input size (needs a backward for
+                gradient methods).
+
+        Returns:
+            ``(B, H, W)`` float32 foreground probability in [0, 1] on the images' device, and
+            with ``return_cam`` the ``(B, H, W)`` seed CAM in [0, 1].
+
+        Raises:
+            NotFittedError: before :meth:`fit` or :meth:`load`.
+            TypeError, ValueError: bad ``images`` or ``targets``.
+        """
+        if not self.fitted:
+            raise NotFittedError(
+                "FCAM.explain needs a trained decoder: call fit(loader) or FCAM.load(path, model)"
+            )
+        images = check_images(images, self.in_channels)
+        device = model_device(self.model)
+        if images.device != device:
+            raise ValueError(f"images are on {images.device} but the model is on {device}")
+        wanted = parse_targets(targets, images.shape[0], self.num_classes)
+        if model_device(self.decoder) != device:
+            self.decoder.to(device)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        with frozen(self.model), frozen(self.decoder, requires_grad=True):
+            if return_cam:
+                cam, feats = self.cam_and_features(images, wanted)
+            else:
+                feats = self.features(images)
+            with torch.no_grad():
+                logits = self.decode(self.decoder, feats, size)
+                maps = torch.softmax(logits.float(), dim=1)[:, 1]
+        maps = torch.nan_to_num(maps, nan=0.0)
+        return (maps, cam) if return_cam else maps
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        loader: Iterable[Any],
+        epochs: int = 10,
+        lr: float = 0.01,
+        device: str | torch.device | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        *,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 1e-4,
+        amp: bool = False,
+        on_epoch_start: Any = None,
+    ) -> list[dict[str, float]]:
+        """Train the decoder on the frozen classifier (SGD, the published F-CAM settings).
+
+        Args:
+            loader: iterable of batches: image tensors, ``(images, labels, ...)`` tuples, or
+                dicts with ``"image"`` (and optionally ``"label"``, ``"raw"``/``"raw_image"``
+                RGB in [0, 255] for the CRF). Without labels the prediction picks the CAM class.
+            epochs: total number of epochs (including those restored with ``resume``).
+            lr: SGD learning rate (constant, as in the published run).
+            device: where to train; ``None`` = the model's device. The model is moved there for
+                the run and moved back afterwards.
+            checkpoint_dir: write ``fcam-last.pt`` there after every epoch (rank 0, atomic).
+            resume: continue from the checkpoint in ``checkpoint_dir`` (same result as an
+                uninterrupted run; restores optimizer, barrier, generator and global RNG states).
+            progress: show a tqdm bar (rank 0).
+            momentum, nesterov, weight_decay: SGD options (paper: 0.9, True, 1e-4).
+            amp: float16 autocast for the decoder on CUDA.
+            on_epoch_start: called with the 0-based epoch index before each epoch (e.g.
+                ``DistributedSampler.set_epoch``).
+
+        Returns:
+            The history: one dict per epoch with the mean loss parts, ``t`` and timing.
+
+        Raises:
+            ValueError: empty loader, bad batches/labels, unwritable ``checkpoint_dir``, a
+                missing checkpoint with ``resume=True``, ``amp`` without CUDA, no seed CAM.
+            FloatingPointError: a loss term became NaN/inf (named in the message); no
+                checkpoint is written for that epoch.
+        """
+        options = TrainOptions(epochs, lr, momentum, nesterov, weight_decay, amp, progress, on_epoch_start)
+        if hasattr(loader, "__len__") and len(loader) == 0:  # type: ignore[arg-type]
+            raise ValueError("loader is empty")
+        if not isinstance(loader, Iterable):
+            raise TypeError(f"loader must be iterable, got {type(loader).__name__}")
+        if self.cam_fn is None:
+            raise ValueError("fit needs a seed cam: pass cam= to FCAM(...) or FCAM.load(...)")
+        home = model_device(self.model)
+        target = home if device is None else torch.device(device)
+        ckpt = checkpoint_path(checkpoint_dir, resume)
+        try:
+            return Trainer(self, options, target, ckpt).run(loader, resume)
+        finally:
+            self.decoder.eval()
+            self.model.to(home)
+            self.decoder.to(home)
+            self.loss.to(home)
+
+    # ------------------------------------------------------------------ persistence
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint content (:mod:`fcam.explainer.checkpoint`) without training state."""
+        return {
+            "config": self.config.to_dict(),
+            "pyramid": self.pyramid.to_dict(),
+            "fingerprint": classifier_fingerprint(self.model),
+            "decoder": {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()},
+            "history": self.history,
+        }
+
+    def check_compatible(self, payload: Mapping[str, Any], path: Path | str) -> None:
+        """Raise ``ValueError`` unless ``payload`` was trained for this classifier and pyramid."""
+        mismatch = fingerprint_mismatch(payload["fingerprint"], self.model)
+        if mismatch:
+            raise ValueError(f"checkpoint {str(path)!r} was trained for another classifier: {mismatch}")
+        if Pyramid.from_dict(payload["pyramid"]) != self.pyramid:
+            raise ValueError(f"checkpoint {str(path)!r} uses another feature pyramid")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write decoder weights, configuration and classifier fingerprint to one file (atomic).
+
+        A custom ``cam`` or ``output_fn`` is stored as an import reference when it is a
+        module-level function; otherwise pass it again to :meth:`load` (a warning says so).
+
+        Raises:
+            NotFittedError: nothing to save before :meth:`fit`.
+            ValueError: the folder of ``path`` does not exist.
+        """
+        if not self.fitted:
+            raise NotFittedError("FCAM.save needs a trained decoder: call fit() first")
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
+        if self.config.cam is None and self.config.cam_ref is None:
+            logger.warning("the seed cam is not importable: pass cam= to FCAM.load to fit again")
+        if self.output_fn is not None and self.config.output_fn_ref is None:
+            logger.warning("output_fn is not importable: pass output_fn= to FCAM.load")
+        write_checkpoint(self.payload(), path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        model: nn.Module,
+        cam: Any = None,
+        output_fn: OutputFn | None = None,
+        **overrides: Any,
+    ) -> FCAM:
+        """Rebuild an :class:`FCAM` saved with :meth:`save` (or a fit checkpoint) for ``model``.
+
+        Args:
+            path: the file.
+            model: the classifier; its fingerprint must match the saved one.
+            cam: seed CAM for ``return_cam``/further fitting; default: the saved name or
+                import reference.
+            output_fn: default: the saved import reference.
+            **overrides: :class:`~fcam.explainer.FCAMConfig` options to change.
+
+        Raises:
+            ValueError: missing, corrupt or foreign file, or a mismatching classifier.
+        """
+        payload = read_checkpoint(path)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        mismatch = fingerprint_mismatch(payload["fingerprint"], model)
+        if mismatch:
+            raise ValueError(f"checkpoint {str(path)!r} was trained for another classifier: {mismatch}")
+        config = FCAMConfig.from_dict(payload["config"]).replace(**overrides)
+        if cam is None:
+            cam = config.cam or _import_or_none(config.cam_ref, "cam")
+        if output_fn is None:
+            output_fn = _import_or_none(config.output_fn_ref, "output_fn")
+        fc = cls(model, config.target_layer, cam, config.upscaler, skips=config.skips,
+                 output_fn=output_fn, config=config)
+        fc.check_compatible(payload, str(path))
+        try:
+            fc.decoder.load_state_dict(payload["decoder"])
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint {str(path)!r}: decoder weights do not fit: {exc}") from None
+        fc.history = list(payload.get("history", []))
+        fc.fitted = True
+        return fc
+
+
+def _import_or_none(reference: str | None, what: str) -> Any:
+    if reference is None:
+        return None
+    try:
+        return import_reference(reference)
+    except ValueError as exc:
+        logger.warning("cannot restore the saved %s (%s); pass %s= to FCAM.load", what, exc, what)
+        return None

@@ -1,0 +1,265 @@
+"""F-CAM's training loop: epochs, DistributedDataParallel, AMP, checkpoints and exact resume.
+
+The classifier stays frozen (:func:`fcam.core.state.frozen`); only the decoder learns, with
+SGD at the published settings. Per step: the seed CAM and the feature pyramid from one
+classifier forward, seeds sampled from the CAM, the decoder's logits, and the three losses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from fcam.core.state import frozen
+from fcam.core.validation import check_int, check_number
+from fcam.explainer.batches import parse_batch, raw_rgb
+from fcam.explainer.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from fcam.explainer.config import CRF_REFERENCE_PIXELS
+from fcam.losses import sample_seeds
+
+if TYPE_CHECKING:
+    from fcam.explainer.fcam import FCAM
+
+__all__ = ["TrainOptions", "Trainer", "rng_state", "set_rng_state"]
+
+logger = logging.getLogger(__name__)
+
+_PARTS = ("seed", "crf", "size")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Options of :meth:`fcam.FCAM.fit` that are not saved with the model.
+
+    Attributes:
+        epochs: total number of epochs (including those restored with ``resume``).
+        lr: SGD learning rate (constant, as in the published run).
+        momentum, nesterov, weight_decay: SGD options (paper: 0.9, True, 1e-4).
+        amp: float16 autocast for the decoder (CUDA only).
+        progress: show a tqdm bar (rank 0).
+        on_epoch_start: called with the 0-based epoch index before each epoch.
+    """
+
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    amp: bool = False
+    progress: bool = True
+    on_epoch_start: Callable[[int], Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs")
+        check_number(self.lr, "lr", positive=True)
+        check_number(self.momentum, "momentum", non_negative=True)
+        check_number(self.weight_decay, "weight_decay", non_negative=True)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def rng_state() -> dict[str, Any]:
+    """Global torch / Python / NumPy (and CUDA) RNG states, storable with ``weights_only``."""
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_path(checkpoint_dir: str | os.PathLike[str] | None, resume: bool) -> Path | None:
+    """``checkpoint_dir / CHECKPOINT_NAME`` after checking the folder is writable.
+
+    Raises:
+        ValueError: ``resume`` without a folder, or a folder that cannot be written.
+    """
+    if checkpoint_dir is None:
+        if resume:
+            raise ValueError("resume=True needs checkpoint_dir")
+        return None
+    folder = Path(checkpoint_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".fcam-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"checkpoint_dir {str(folder)!r} is not writable: {exc}") from None
+    return folder / CHECKPOINT_NAME
+
+
+class Trainer:
+    """One :meth:`fcam.FCAM.fit` run: owns the optimiser, scaler, generator and DDP wrapper.
+
+    Args:
+        fc: the explainer whose decoder is trained.
+        options: the run's :class:`TrainOptions`.
+        device: where to train (the model and decoder are moved there for the run).
+        ckpt: the per-epoch checkpoint file, or ``None``.
+    """
+
+    def __init__(self, fc: FCAM, options: TrainOptions, device: torch.device, ckpt: Path | None) -> None:
+        if options.amp and device.type != "cuda":
+            raise ValueError(f"amp=True needs a CUDA device, got device {device}")
+        self.fc, self.options, self.device, self.ckpt = fc, options, device, ckpt
+        self.rank = _rank()
+        self.distributed = dist.is_available() and dist.is_initialized()
+        fc.model.to(device)
+        fc.decoder.to(device)
+        fc.loss.to(device)
+        self.decoder: nn.Module = fc.decoder
+        if self.distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            self.decoder = DistributedDataParallel(fc.decoder, device_ids=ids)
+        params = [p for p in fc.decoder.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(
+            params, lr=options.lr, momentum=options.momentum, nesterov=options.nesterov,
+            weight_decay=options.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=options.amp)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(fc.config.seed + self.rank)
+        self.show = options.progress and self.rank == 0
+
+    # ------------------------------------------------------------------ run
+    def run(self, loader: Iterable[Any], resume: bool) -> list[dict[str, float]]:
+        """Train for the remaining epochs; return the full history."""
+        start, history = 0, []
+        if resume and self.ckpt is not None and self.ckpt.is_file():
+            start, history = self._restore(self.ckpt)
+            logger.info("resumed from %s at epoch %d", self.ckpt, start)
+        elif resume:
+            logger.info("resume=True but no checkpoint in %s: starting from scratch", self.ckpt)
+        with frozen(self.fc.model):
+            self.decoder.train()
+            for epoch in range(start, self.options.epochs):
+                if self.options.on_epoch_start is not None:
+                    self.options.on_epoch_start(epoch)
+                stats = self._epoch(loader, epoch)
+                stats["t"] = float(self.fc.loss.step() or 0.0)
+                history.append(stats)
+                logger.info(
+                    "epoch %d/%d: loss %.4f (seed %.4f, crf %.4f, size %.4f), %d images, %.1fs",
+                    epoch + 1, self.options.epochs, stats["loss"], stats["seed"], stats["crf"],
+                    stats["size"], stats["images"], stats["seconds"],
+                )
+                self.fc.fitted = True
+                self.fc.history = history
+                self._save(epoch + 1)
+        return history
+
+    def _epoch(self, loader: Iterable[Any], epoch: int) -> dict[str, float]:
+        sums = dict.fromkeys(("loss", *_PARTS), 0.0)
+        seen = steps = 0
+        tic = time.perf_counter()
+        total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+        desc = f"F-CAM {epoch + 1}/{self.options.epochs}"
+        bar = tqdm(loader, total=total, disable=not self.show, desc=desc, leave=False)
+        for batch in bar:
+            loss, parts, n = self._step(batch, epoch, steps)
+            seen += n
+            steps += 1
+            sums["loss"] += loss * n
+            for name, value in parts.items():
+                sums[name] += value * n
+            if self.show:
+                bar.set_postfix({k: f"{v / seen:.4g}" for k, v in sums.items()})
+        bar.close()
+        if steps == 0:
+            raise ValueError("loader is empty (it yielded no batch)")
+        stats = {k: v / seen for k, v in sums.items()}
+        stats.update(epoch=float(epoch + 1), images=float(seen), seconds=time.perf_counter() - tic)
+        return stats
+
+    def _step(self, batch: Any, epoch: int, step: int) -> tuple[float, dict[str, float], int]:
+        fc, cfg = self.fc, self.fc.config
+        parsed = parse_batch(batch, fc.in_channels, fc.num_classes)
+        images = parsed.images.to(self.device)
+        labels = None if parsed.labels is None else parsed.labels.to(self.device)
+        cam, feats = fc.cam_and_features(images, labels)
+        seeds = sample_seeds(cam, generator=self.gen, **vars(cfg.seeds))
+        rgb = raw_rgb(images, parsed.raw, cfg.mean, cfg.std)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        with torch.autocast(self.device.type, enabled=self.options.amp):
+            logits = fc.decode(self.decoder, feats, size)
+        # Size-normalised CRF weight, on the pixels the CRF actually sees (crf_scale).
+        pixels = size[0] * size[1] * cfg.crf_scale**2
+        fc.loss.crf.weight = cfg.crf_weight * (CRF_REFERENCE_PIXELS / pixels) ** 2
+        total, parts = fc.loss(logits.float(), seeds, rgb)
+        for name, value in parts.items():
+            if not torch.isfinite(value):
+                raise FloatingPointError(
+                    f"F-CAM loss term {name!r} is {float(value.detach())} at epoch {epoch + 1}, "
+                    f"step {step + 1}; no checkpoint was written for this epoch"
+                )
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return float(total.detach()), {k: float(v.detach()) for k, v in parts.items()}, images.shape[0]
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch: int) -> None:
+        if self.ckpt is None:
+            return
+        if self.rank == 0:
+            payload = self.fc.payload()
+            payload["train"] = {
+                "epoch": epoch,
+                "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "loss": self.fc.loss.state_dict(),
+                "t": self.fc.loss.size.t,
+                "generator": self.gen.get_state(),
+                "rng": rng_state(),
+            }
+            write_checkpoint(payload, self.ckpt)
+        if self.distributed:
+            dist.barrier()
+
+    def _restore(self, path: Path) -> tuple[int, list[dict[str, float]]]:
+        payload = read_checkpoint(path)
+        if "train" not in payload:
+            raise ValueError(f"checkpoint {str(path)!r} holds no training state to resume from")
+        self.fc.check_compatible(payload, path)
+        self.fc.decoder.load_state_dict(payload["decoder"])
+        self.fc.decoder.to(self.device)
+        train = payload["train"]
+        self.opt.load_state_dict(train["optimizer"])
+        self.scaler.load_state_dict(train["scaler"])
+        self.fc.loss.load_state_dict(train["loss"])
+        self.gen.set_state(train["generator"])
+        set_rng_state(train["rng"])
+        self.fc.fitted = True
+        return int(train["epoch"]), list(payload.get("history", []))
