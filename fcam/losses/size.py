@@ -38,6 +38,7 @@ def log_barrier(z: Tensor, t: float | Tensor) -> Tensor:
         Tensor like ``z``.
 
     Example:
+        >>> import math
         >>> log_barrier(torch.tensor([-math.e, 0.0]), 1.0)
         tensor([-1.,  1.])
     """
