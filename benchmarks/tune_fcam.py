@@ -4,7 +4,7 @@ Uses the demo's cached classifier (``--quick`` preset by default: resnet18, 128 
 5 epochs; trained and cached on first use). Prints one ``RESULT {json}`` line and writes
 ``maps_<tag>.png`` (rows: image, mask, CAM, F-CAM) to ``$FCAM_TUNE_OUT`` (default: cwd).
 
-Usage (the measurements quoted in fcam/explainer.py)::
+Usage (the measurements quoted in the fcam.explainer package docstring)::
 
     python benchmarks/tune_fcam.py '{"tag": "w3e-8", "crf_weight": 3e-8, "n_train": 192, "epochs": 2}'
 """
