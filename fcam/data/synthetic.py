@@ -409,7 +409,9 @@ class SyntheticWSOL(Dataset):
 
         Example:
             >>> ds = SyntheticWSOL(5, size=64, split="test")
-            >>> ds.write_wsol("synthetic-wsol", kind="boxes")  # doctest: +SKIP
+            >>> meta = ds.write_wsol("synthetic-wsol", kind="boxes")
+            >>> meta.image_ids[0], meta.boxes[meta.image_ids[0]] == [tuple(ds[0]["box"].tolist())]
+            ('test/ellipse/000000.png', True)
         """
         from fcam.data.wsol_writer import write_wsol_layout
 

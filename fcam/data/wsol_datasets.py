@@ -105,8 +105,18 @@ class WSOLDataset(Dataset):
         mean, std: normalisation statistics (ImageNet's by default).
 
     Example:
-        >>> ds = CUBDataset("dataset/CUB", "metadata/CUB/test")  # doctest: +SKIP
-        >>> item = ds[0]; item["image"].shape, item["boxes"]  # doctest: +SKIP
+        A split written by :meth:`~fcam.data.SyntheticWSOL.write_wsol`, read back at 32 x 32:
+
+        >>> from fcam.data import SyntheticWSOL
+        >>> _ = SyntheticWSOL(2, size=64, split="test").write_wsol("syn", kind="boxes")
+        >>> ds = WSOLDataset("syn/images", "syn/metadata/test", size=32)
+        >>> item = ds[0]
+        >>> ds.kind, item["image"].shape, item["boxes"].shape
+        ('boxes', torch.Size([3, 32, 32]), torch.Size([1, 4]))
+
+        CUB after :func:`~fcam.data.convert_cub_raw` (needs the download):
+
+        >>> ds = CUBDataset("CUB_200_2011/images", "metadata/CUB/test")  # doctest: +SKIP
     """
 
     default_num_classes: ClassVar[int | None] = None
@@ -269,9 +279,14 @@ def wsol_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ``labels``/``index`` become int64 tensors and ``image_id`` a list of strings. The result
     feeds :meth:`fcam.metrics.BoxEvaluator.update` directly (``boxes=batch["boxes"]``).
 
+    Use it as ``DataLoader(dataset, batch_size=..., collate_fn=wsol_collate)``.
+
     Example:
-        >>> from torch.utils.data import DataLoader
-        >>> loader = DataLoader(ds, batch_size=8, collate_fn=wsol_collate)  # doctest: +SKIP
+        >>> items = [{"image": torch.zeros(3, 8, 8), "label": 1, "boxes": torch.zeros(2, 4)},
+        ...          {"image": torch.zeros(3, 8, 8), "label": 0, "boxes": torch.zeros(1, 4)}]
+        >>> batch = wsol_collate(items)
+        >>> batch["image"].shape, batch["label"], [len(b) for b in batch["boxes"]]
+        (torch.Size([2, 3, 8, 8]), tensor([1, 0]), [2, 1])
     """
     if not batch:
         raise ValueError("batch is empty")

@@ -198,9 +198,14 @@ def read_wsol_metadata(
             class id, or an image without label / size / annotation.
 
     Example:
-        >>> meta = read_wsol_metadata("metadata/CUB/test")  # doctest: +SKIP
-        >>> meta.sizes[meta.image_ids[0]]  # (width, height)  # doctest: +SKIP
-        (500, 335)
+        >>> from fcam.data import write_metadata
+        >>> image_id = "001.Albatross/a.jpg"
+        >>> meta = WSOLMetadata([image_id], {image_id: 0}, "boxes", sizes={image_id: (500, 335)},
+        ...                     boxes={image_id: [(60, 27, 385, 331)]})
+        >>> folder = write_metadata(meta, "metadata/CUB/test")
+        >>> back = read_wsol_metadata(folder)
+        >>> back == meta, back.sizes[image_id]  # sizes are (width, height)
+        (True, (500, 335))
     """
     root = Path(metadata_dir)
     if not root.is_dir():

@@ -158,9 +158,9 @@ def write_wsol_layout(
         >>> image = np.zeros((30, 40, 3), dtype=np.uint8)
         >>> mask = np.zeros((30, 40), dtype=bool); mask[5:20, 10:30] = True
         >>> samples = [{"image_id": "val/a/1.png", "image": image, "label": 0, "mask": mask}]
-        >>> meta = write_wsol_layout(samples, "out", "out/meta/val", kind="masks")  # doctest: +SKIP
-        >>> meta.mask_paths["val/a/1.png"]  # doctest: +SKIP
-        ['val/a/1_m0_00000000.png']
+        >>> meta = write_wsol_layout(samples, "out", "out/meta/val", kind="masks")
+        >>> meta.mask_paths["val/a/1.png"], meta.ignore_paths["val/a/1.png"]
+        (['val/a/1_m0_00000000.png'], 'val/a/1_ignore.png')
 
         :meth:`fcam.data.SyntheticWSOL.write_wsol` writes a synthetic split this way.
     """

@@ -50,8 +50,10 @@ def save_scoremaps(
         The files written.
 
     Example:
-        >>> save_scoremaps("scoremaps", ["val/a.jpg"], torch.rand(1, 224, 224))  # doctest: +SKIP
+        >>> save_scoremaps("scoremaps", ["val/a.jpg"], torch.rand(1, 32, 32))
         [PosixPath('scoremaps/val/a.jpg.npy')]
+        >>> np.load("scoremaps/val/a.jpg.npy").shape
+        (32, 32)
     """
     arrays = as_maps(maps).float().cpu().numpy()
     if len(image_ids) != len(arrays):
