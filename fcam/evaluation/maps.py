@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fcam.cams.maps import cam_to_size
+from fcam.cams import cam_to_size
 from fcam.evaluation.localization import MapFn
 
 __all__ = ["cam_map_fn", "fcam_map_fn"]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from fcam.data import SyntheticWSOL, wsol_collate
 from fcam.cams import create
-from fcam.cams.maps import cam_to_size
+from fcam.cams import cam_to_size
 from fcam.evaluation import (
     LocalizationScores,
     cam_map_fn,

@@ -1,0 +1,145 @@
+"""``fcam fit``: train F-CAM on a frozen classifier from an image folder.
+
+The images come from an ``ImageFolder`` (one sub-folder per class) or, with ``--metadata``,
+from a split in the wsolevaluation layout. Labels pick the class of the seed CAM (the folder
+order of an ``ImageFolder`` must then match the classifier's classes); with
+``--use-predictions`` the classifier's prediction is used instead. A checkpoint is written
+after every epoch (``--checkpoint-dir``), so ``--resume`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from fcam.commands.common import (
+    UserError,
+    add_common,
+    add_dataset_args,
+    cam_name,
+    make_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    user_input,
+)
+from fcam.commands.sources import add_model_args, load_classifier_args, open_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add the ``fit`` sub-command to ``sub`` (an argparse subparsers action)."""
+    p = sub.add_parser(
+        "fit",
+        help="train F-CAM on a frozen classifier from an image folder",
+        description=__doc__.split("\n\n", 1)[1].replace("``", "'"),
+    )
+    add_dataset_args(p)
+    add_model_args(p)
+    p.add_argument(
+        "--cam",
+        type=cam_name,
+        default="gradcampp",
+        metavar="NAME",
+        help="seed CAM method (default gradcampp)",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="F-CAM file to write")
+    p.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="default 10")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (0.01)")
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default 0")
+    p.add_argument("--crf-weight", type=positive_float, metavar="W", help="F-CAM CRF weight")
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        metavar="DIR",
+        help="per-epoch checkpoints (default: <out without suffix>-checkpoints/)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir"
+    )
+    p.add_argument(
+        "--use-predictions",
+        action="store_true",
+        help="seed CAMs for the predicted class instead of the dataset's labels",
+    )
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+class _Batches:
+    """Dict batches for :meth:`fcam.FCAM.fit` (labels dropped with ``--use-predictions``)."""
+
+    def __init__(self, loader: Any, keep_labels: bool) -> None:
+        self.loader, self.keep_labels = loader, keep_labels
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        keys = ("image", "raw", "label") if self.keep_labels else ("image", "raw")
+        for batch in self.loader:
+            yield {k: batch[k] for k in keys if k in batch}
+
+
+def _check_labels(dataset: Any, num_classes: int | None) -> None:
+    classes = getattr(dataset, "classes", None)
+    if num_classes is not None and classes is not None and len(classes) > num_classes:
+        raise UserError(
+            f"--data-root has {len(classes)} class folders but the classifier has "
+            f"{num_classes} classes; fix the folders or pass --use-predictions"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fcam fit``; returns the exit status."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from fcam import FCAM
+    from fcam.data import wsol_collate
+
+    model, spec = load_classifier_args(args)
+    dataset = open_dataset(args, spec, return_raw=True)
+    if not args.use_predictions:
+        _check_labels(dataset, spec.num_classes)
+    if len(dataset) == 0:
+        raise UserError(f"--data-root: no images in {args.data_root}")
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) > args.batch_size,
+        collate_fn=wsol_collate,
+        num_workers=args.workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    options: dict[str, Any] = {"mean": spec.mean, "std": spec.std, "seed": args.seed}
+    if args.crf_weight is not None:
+        options["crf_weight"] = args.crf_weight
+    with user_input("--target-layer"):
+        fc = FCAM(model, target_layer=spec.target_layer, cam=args.cam, **options)
+    ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.stem + "-checkpoints")
+    torch.manual_seed(args.seed)
+    history = fc.fit(
+        _Batches(loader, keep_labels=not args.use_predictions),
+        epochs=args.epochs,
+        lr=args.lr,
+        device=args.device,
+        checkpoint_dir=make_dir(ckpt_dir, "--checkpoint-dir"),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    if not fc.fitted:  # --resume of a run that had already finished every epoch
+        from fcam.explainer import CHECKPOINT_NAME
+
+        with user_input("--resume"):
+            fc = FCAM.load(ckpt_dir / CHECKPOINT_NAME, model)
+    make_dir(args.out.parent, "--out")
+    fc.save(args.out)  # atomic, through fcam.core.io
+    if history:
+        print(f"epoch {len(history)}/{args.epochs}: loss {history[-1]['loss']:.4f}")
+    print(f"wrote {args.out} (checkpoints in {ckpt_dir})")
+    return 0
