@@ -18,7 +18,7 @@ def test_features_come_from_the_clean_forward(name: str, toy: ToyNet, toy_input:
         toy(toy_input)
     calls: list[Tensor] = []
     toy.register_forward_pre_hook(lambda m, a: calls.append(a[0]))
-    kwargs = {"seed": 0} if name in ("smoothgradcampp", "sscam", "iscam") else {}
+    kwargs = {"seed": 0} if name in ("smoothgradcampp", "sscam") else {}
     with cams.create(name, toy, "features", **kwargs) as extractor:
         raw, feats = extractor.with_features(toy_input, [0], features=["relu", "features"])
         first_call = len(calls)
