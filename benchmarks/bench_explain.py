@@ -1,19 +1,24 @@
 """Benchmark: FCAM.explain vs pytorch-grad-cam GradCAM, and F-CAM fit throughput.
 
-1. Inference: ``FCAM.explain`` (one classifier forward + decoder) vs pytorch-grad-cam's
-   ``GradCAM`` (forward + backward + weighting + resize), resnet50 at 224 px, batch 1 and 16,
-   on the CPU and on CUDA when present. Target: F-CAM ≤ 0.8× GradCAM time.
+1. Inference: ``FCAM.explain`` (one classifier forward + decoder) for each decoder of
+   ``--upscalers`` (the ``upscaler`` argument of :class:`fcam.FCAM`: ``"unet"``, F-CAM's published
+   decoder, and ``"unet-lite"``) vs pytorch-grad-cam's ``GradCAM`` (forward + backward +
+   weighting + resize), resnet50 at 224 px, batch 1 and 16, on the CPU and on CUDA when present.
+   Target: F-CAM ≤ 0.4× GradCAM time (``--target``). The runs of GradCAM and of every decoder
+   are interleaved round by round (a load burst on a shared machine hits all of them alike)
+   and each time is the median over ``--repeats`` rounds after ``--warmup`` rounds; one summary
+   line per batch size gives every decoder's ratio.
 2. Training: images/s of one ``FCAM.fit`` epoch vs a plain loop over the same encoder and
    decoder (frozen classifier forward, decoder forward, cross-entropy on a fixed target,
    backward, SGD step) without seeds, CAM and CRF/size losses. Target: overhead ≤ 30 %.
 
-Inference timings are medians over ``--repeats`` runs after ``--warmup`` runs; fit timings
-are the best of ``--repeats`` epochs of each kind, alternated. The decoder weights are
-random (speed does not depend on them).
+Fit timings are the best of ``--repeats`` epochs of each kind, alternated. The decoder weights
+are random (speed does not depend on them).
 
 Usage::
 
     python benchmarks/bench_explain.py --repeats 5 --fit-images 96
+    python benchmarks/bench_explain.py --skip-fit --upscalers unet unet-lite --batches 1 16
 """
 
 from __future__ import annotations
@@ -50,20 +55,50 @@ def _median_time(fn: Callable[[], object], device: torch.device, warmup: int, re
     return statistics.median(times)
 
 
-def bench_explain(device: torch.device, batches: list[int], size: int, warmup: int, repeats: int) -> list[dict]:
+def _interleaved_medians(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+                         repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed in alternation (one call of each per round)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            tic = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_explain(device: torch.device, batches: list[int], size: int, warmup: int, repeats: int,
+                  upscalers: list[str] | None = None) -> list[dict]:
+    """One row per (batch, decoder): F-CAM and GradCAM medians and their ratio."""
+    upscalers = upscalers or ["unet", "unet-lite"]
     model = torchvision.models.resnet50(weights=None).to(device).eval()
-    fc = FCAM(model, "layer4", cam="gradcam")
-    fc.fitted = True  # timing only: random decoder weights cost the same as trained ones
+    explainers = {}
+    for name in upscalers:
+        fc = FCAM(model, "layer4", cam="gradcam", upscaler=name)
+        fc.fitted = True  # timing only: random decoder weights cost the same as trained ones
+        explainers[name] = fc
     pgc = GradCAM(model=model, target_layers=[model.layer4])
     rows = []
     for batch in batches:
         x = torch.randn(batch, 3, size, size, device=device)
-        t_fcam = _median_time(lambda: fc.explain(x), device, warmup, repeats)
-        t_pgc = _median_time(lambda: pgc(input_tensor=x, targets=None), device, warmup, repeats)
-        rows.append({
-            "device": str(device), "batch": batch, "fcam_ms": 1e3 * t_fcam,
-            "gradcam_ms": 1e3 * t_pgc, "ratio": t_fcam / t_pgc,
-        })
+        fns: dict[str, Callable[[], object]] = {
+            "gradcam": lambda x=x: pgc(input_tensor=x, targets=None)
+        }
+        for name, fc in explainers.items():
+            fns[name] = lambda fc=fc, x=x: fc.explain(x)
+        med = _interleaved_medians(fns, device, warmup, repeats)
+        for name, fc in explainers.items():
+            rows.append({
+                "device": str(device), "batch": batch, "upscaler": name,
+                "decoder_params": sum(p.numel() for p in fc.decoder.parameters()),
+                "fcam_ms": 1e3 * med[name], "gradcam_ms": 1e3 * med["gradcam"],
+                "ratio": med[name] / med["gradcam"],
+            })
     return rows
 
 
@@ -117,6 +152,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--upscalers", nargs="+", default=["unet", "unet-lite"],
+                        help="decoders to time (names of fcam.upscalers.available())")
+    parser.add_argument("--target", type=float, default=0.4, help="target F-CAM / GradCAM time ratio")
     parser.add_argument("--fit-images", type=int, default=96,
                         help="images per fit epoch (several batches amortise per-call setup)")
     parser.add_argument("--fit-batch", type=int, default=16)
@@ -132,10 +170,20 @@ def main() -> None:
     results: dict[str, list[dict]] = {"explain": [], "fit": []}
     for device in devices:
         batches = [] if args.skip_explain else args.batches
-        for row in bench_explain(device, batches, args.size, args.warmup, args.repeats):
+        rows = bench_explain(device, batches, args.size, args.warmup, args.repeats, args.upscalers)
+        for row in rows:
             results["explain"].append(row)
-            print(f"explain {row['device']:>5} batch {row['batch']:>3}: F-CAM {row['fcam_ms']:8.1f} ms, "
-                  f"GradCAM {row['gradcam_ms']:8.1f} ms, ratio {row['ratio']:.2f}", flush=True)
+            print(f"explain {row['device']:>5} batch {row['batch']:>3} {row['upscaler']:>10}: "
+                  f"F-CAM {row['fcam_ms']:8.1f} ms, GradCAM {row['gradcam_ms']:8.1f} ms, "
+                  f"ratio {row['ratio']:.2f}", flush=True)
+        for batch in batches:
+            same = [r for r in rows if r["batch"] == batch]
+            parts = ", ".join(
+                f"{r['upscaler']} {r['ratio']:.2f} ({'ok' if r['ratio'] <= args.target else 'over'})"
+                for r in same
+            )
+            print(f"summary {device.type:>5} batch {batch:>3}: GradCAM {same[0]['gradcam_ms']:.1f} ms; "
+                  f"explain/GradCAM ratio {parts}; target <= {args.target:.2f}", flush=True)
         if not args.skip_fit:
             row = bench_fit(device, args.fit_images, args.fit_batch, args.fit_size, args.fit_arch,
                              args.repeats)

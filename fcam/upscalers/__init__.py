@@ -2,8 +2,9 @@
 
 - :func:`discover_pyramid` finds the head (CAM layer) and one skip feature per stride.
 - :func:`capture_features` collects those features with context-managed hooks.
-- :class:`UNetDecoder` (built by :func:`build_upscaler`) maps them to 2-channel logits at the
-  input resolution.
+- :class:`UNetDecoder` (``"unet"``, F-CAM's published decoder) and :class:`LiteUNetDecoder`
+  (``"unet-lite"``, 1×1 lateral projections, ~5× fewer MACs), built by :func:`build_upscaler`,
+  map them to 2-channel logits at the input resolution.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from fcam.core.hooks import capture_features
 from fcam.core.layers import PROBE_SIZE
+from fcam.upscalers.lite_unet import LiteDecoderBlock, LiteUNetDecoder
 from fcam.upscalers.pyramid import FeatureLevel, Pyramid, discover_pyramid, module_name
 from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
 
@@ -22,6 +24,8 @@ __all__ = [
     "PROBE_SIZE",
     "DecoderBlock",
     "FeatureLevel",
+    "LiteDecoderBlock",
+    "LiteUNetDecoder",
     "Pyramid",
     "UNetDecoder",
     "available",
@@ -31,7 +35,7 @@ __all__ = [
     "module_name",
 ]
 
-_UPSCALERS = {"unet": UNetDecoder}
+_UPSCALERS = {"unet": UNetDecoder, "unet-lite": LiteUNetDecoder}
 
 
 def available() -> list[str]:
