@@ -1,12 +1,17 @@
-"""The ``fcam`` command line: demo end to end, evaluate/explain, and user-error handling."""
+"""The ``fcam`` command line: demo end to end; evaluate/explain/fit/export with the demo's
+classifier file and with any classifier (--model/--weights); file modes; user errors (exit 2,
+one line) versus internal errors (exit 1, traceback with -v)."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -403,3 +408,258 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path: Path) ->
     )
     _assert_one_line_error(proc.returncode, proc.stderr, "image not found")
     assert proc.stdout == ""
+
+
+# ------------------------------------------------------------ any classifier (--model)
+class _Broken(torch.nn.Module):
+    """A classifier with a bug in its forward (for the internal-error path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return {"no": self.conv(x)}["logits"]
+
+
+def broken_model() -> torch.nn.Module:
+    """Built by the CLI through ``--model test_cli:broken_model``."""
+    return _Broken()
+
+
+@pytest.fixture(scope="module")
+def folder(assets: dict[str, Path]) -> Path:
+    """A tiny ImageFolder: two class folders of three synthetic images each."""
+    root = assets["root"] / "folder"
+    ds = SyntheticWSOL(6, size=SIZE, seed=5, split="train")
+    for i in range(6):
+        sub = root / ("a" if i < 3 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ds[i]["raw"].permute(1, 2, 0).numpy()).save(sub / f"im{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(assets: dict[str, Path]) -> Path:
+    """The classifier's weights as a DDP training checkpoint (module. prefixes, extra keys)."""
+    model, _ = load_classifier(assets["classifier"])
+    path = assets["root"] / "ddp-checkpoint.pth"
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"epoch": 3, "model_state_dict": state}, path)
+    return path
+
+
+def _model_args(weights: Path) -> list[str]:
+    return ["--model", "resnet18", "--weights", str(weights), "--target-layer", "layer4",
+            "--size", str(SIZE), "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+
+
+def test_evaluate_with_model_and_weights_matches_classifier_file(
+    assets: dict[str, Path], weights: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = assets["root"] / "boxes"
+    common = ["evaluate", "--data-root", str(data / "images"), "--metadata",
+              str(data / "metadata" / "test"), "--checkpoint", str(assets["fcam"]), "--no-progress"]
+    code, _, err = _run(capsys, *common, *_model_args(weights), "--out", str(tmp_path / "a.json"))
+    assert code == 0, err
+    code, _, err = _run(capsys, *common, "--classifier", str(assets["classifier"]),
+                        "--out", str(tmp_path / "b.json"))
+    assert code == 0, err
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert a["classifier"]["model"] == "resnet18" and a["classifier"]["num_classes"] == 5
+    for key in ("maxboxacc_v2", "maxboxacc", "top1_loc", "classification_acc"):
+        assert a[key] == b[key], key
+
+
+def test_explain_with_model_weights_and_cam(
+    weights: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    image = tmp_path / "x.png"
+    Image.fromarray(SyntheticWSOL(1, size=80, seed=2)[0]["raw"].permute(1, 2, 0).numpy()).save(image)
+    code, stdout, err = _run(capsys, "explain", str(image), *_model_args(weights), "--cam",
+                             "gradcampp", "--target", "1", "--save-maps", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "class 1" in stdout
+    heat = np.load(tmp_path / "o" / "x-class1.npy")
+    assert heat.shape == (SIZE, SIZE) and 0.0 <= heat.min() and heat.max() <= 1.0
+
+
+# ------------------------------------------------------------------------------ fit
+def test_fit_on_image_folder_with_checkpoints_and_resume(
+    assets: dict[str, Path], folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "fcam-folder.pt"
+    argv = ["fit", "--data-root", str(folder), "--classifier", str(assets["classifier"]),
+            "--cam", "cam", "--batch-size", "3", "--out", str(out), "--no-progress"]
+    code, stdout, err = _run(capsys, *argv, "--epochs", "1")
+    assert code == 0, err
+    assert f"wrote {out}" in stdout
+    assert (tmp_path / "fcam-folder-checkpoints" / "fcam-last.pt").is_file()
+    model, _ = load_classifier(assets["classifier"])
+    fc = FCAM.load(out, model)
+    assert len(fc.history) == 1
+    maps = fc.explain(torch.randn(1, 3, SIZE, SIZE))
+    assert maps.shape == (1, SIZE, SIZE)
+    # --resume continues from the per-epoch checkpoint: one more epoch, not two.
+    code, stdout, err = _run(capsys, *argv, "--epochs", "2", "--resume")
+    assert code == 0, err
+    assert "epoch 2/2" in stdout
+    assert len(FCAM.load(out, model).history) == 2
+    # Resuming a finished run only rewrites the output.
+    out.unlink()
+    code, _, err = _run(capsys, *argv, "--epochs", "2", "--resume")
+    assert code == 0, err
+    assert len(FCAM.load(out, model).history) == 2
+
+
+def test_fit_on_wsol_layout_with_model_weights(
+    assets: dict[str, Path], weights: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = assets["root"] / "masks"
+    out = tmp_path / "f.pt"
+    code, _, err = _run(capsys, "fit", "--data-root", str(data / "images"), "--metadata",
+                        str(data / "metadata" / "test"), *_model_args(weights), "--cam", "gradcam",
+                        "--epochs", "1", "--batch-size", "3", "--use-predictions",
+                        "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
+                        "--no-progress")
+    assert code == 0, err
+    model, _ = load_classifier(assets["classifier"])
+    assert "cam=gradcam" in repr(FCAM.load(out, model))
+    assert (tmp_path / "ck" / "fcam-last.pt").is_file()
+
+
+# ---------------------------------------------------------------------------- export
+def test_export_npy_and_png_with_resume(
+    assets: dict[str, Path], folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "maps"
+    argv = ["export", "--data-root", str(folder), "--classifier", str(assets["classifier"]),
+            "--checkpoint", str(assets["fcam"]), "--format", "npy,png", "--batch-size", "4",
+            "--out", str(out), "--no-progress"]
+    code, stdout, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert "exported 6 images" in stdout
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == sorted(f"{c}/im{i}.png.{ext}" for c, idx in (("a", range(3)), ("b", range(3, 6)))
+                           for i in idx for ext in ("npy", "png"))
+    first = np.load(out / "a" / "im0.png.npy")
+    assert first.shape == (SIZE, SIZE) and first.dtype == np.float32
+    with Image.open(out / "a" / "im0.png.png") as png:
+        assert png.mode == "L" and png.size == (SIZE, SIZE)
+        assert np.abs(np.asarray(png) / 255.0 - first).max() <= 0.5 / 255 + 1e-6
+    # The same maps as the library gives.
+    model, _ = load_classifier(assets["classifier"])
+    fc = FCAM.load(assets["fcam"], model)
+    with Image.open(folder / "a" / "im0.png") as im:
+        raw = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    np.testing.assert_allclose(fc.explain(((raw - mean) / std)[None])[0].numpy(), first, atol=1e-5)
+    # Resume: nothing to do; a deleted file is rewritten, the others are left alone.
+    kept = (out / "b" / "im4.png.npy").stat().st_mtime_ns
+    code, stdout, _ = _run(capsys, *argv)
+    assert code == 0 and "exported 0 images" in stdout and "(6 already there)" in stdout
+    (out / "a" / "im1.png.png").unlink()
+    code, stdout, _ = _run(capsys, *argv)
+    assert code == 0 and "exported 1 images" in stdout
+    assert (out / "a" / "im1.png.png").is_file()
+    assert (out / "b" / "im4.png.npy").stat().st_mtime_ns == kept
+
+
+def test_export_cam_maps_evaluate_like_the_library(
+    assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from fcam.metrics import evaluate_scoremap_dir
+
+    data = assets["root"] / "boxes"
+    meta = data / "metadata" / "test"
+    code, _, err = _run(capsys, "export", "--data-root", str(data / "images"), "--metadata",
+                        str(meta), "--classifier", str(assets["classifier"]), "--cam", "gradcampp",
+                        "--target", "label", "--out", str(tmp_path / "maps"), "--no-progress")
+    assert code == 0, err
+    from_files = evaluate_scoremap_dir(tmp_path / "maps", meta, size=SIZE)
+    direct = _direct_scores(assets, use_fcam=False)
+    assert from_files.value == pytest.approx(direct["maxboxacc_v2"])
+
+
+# ------------------------------------------------------- file modes and error kinds
+def test_written_files_are_readable_by_others(
+    assets: dict[str, Path], folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old = os.umask(0o022)
+    try:
+        data = assets["root"] / "boxes"
+        assert _run(capsys, "evaluate", "--data-root", str(data / "images"), "--metadata",
+                    str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]),
+                    "--cam", "cam", "--no-progress", "--out", str(tmp_path / "s.json"))[0] == 0
+        assert _run(capsys, "explain", str(folder / "a" / "im0.png"), "--classifier",
+                    str(assets["classifier"]), "--cam", "cam", "--save-maps",
+                    "--out", str(tmp_path / "ex"))[0] == 0
+        assert _run(capsys, "export", "--data-root", str(folder), "--classifier",
+                    str(assets["classifier"]), "--cam", "cam", "--format", "npy,png",
+                    "--out", str(tmp_path / "maps"), "--no-progress")[0] == 0
+        assert _run(capsys, "fit", "--data-root", str(folder), "--classifier",
+                    str(assets["classifier"]), "--cam", "cam", "--epochs", "1",
+                    "--batch-size", "3", "--out", str(tmp_path / "fit" / "f.pt"),
+                    "--no-progress")[0] == 0
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    suffixes = {p.suffix for p in files}
+    assert {".json", ".png", ".npy", ".pt"} <= suffixes
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_user_errors_of_the_classifier_options(
+    assets: dict[str, Path], weights: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    image = tmp_path / "x.png"
+    Image.new("RGB", (20, 20)).save(image)
+    base = ["explain", str(image), "--cam", "cam", "--out", str(tmp_path / "o")]
+    code, _, err = _run(capsys, *base, "--model", "resnet5")
+    _assert_one_line_error(code, err, "--model", "resnet50")
+    code, _, err = _run(capsys, *base, "--model", "resnet34", "--weights", str(weights))
+    _assert_one_line_error(code, err, "--weights", "do not fit")
+    code, _, err = _run(capsys, *base, "--model", "resnet18", "--weights", str(tmp_path / "w.pt"))
+    _assert_one_line_error(code, err, "not found", "w.pt")
+    code, _, err = _run(capsys, *base, "--classifier", str(weights))
+    _assert_one_line_error(code, err, "--model NAME --weights")
+    code, _, err = _run(capsys, *base, "--classifier", str(assets["classifier"]), "--weights",
+                        str(weights))
+    _assert_one_line_error(code, err, "--weights goes with --model")
+    code, _, err = _run(capsys, *base, *_model_args(weights)[:-4], "--mean", "0.5,0.5",
+                        "--std", "0.2,0.2")
+    _assert_one_line_error(code, err, "--mean/--std", "3 values")
+    code, _, err = _run(capsys, *base, "--classifier", str(assets["classifier"]),
+                        "--target-layer", "layer9")
+    _assert_one_line_error(code, err, "--target-layer", "layer9")
+    code, _, err = _run(capsys, *base, "--classifier", str(assets["classifier"]), "--mean", "a,b")
+    _assert_one_line_error(code, err, "--mean")
+    code, _, err = _run(capsys, "export", "--data-root", str(tmp_path / "none"), "--classifier",
+                        str(assets["classifier"]), "--cam", "cam", "--out", str(tmp_path / "m"),
+                        "--format", "npy,jpg")
+    _assert_one_line_error(code, err, "--format", "jpg")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _run(capsys, "fit", "--data-root", str(empty), "--classifier",
+                        str(assets["classifier"]), "--out", str(tmp_path / "f.pt"))
+    _assert_one_line_error(code, err, "--data-root")
+
+
+def test_internal_errors_show_the_traceback_with_verbose(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    image = tmp_path / "x.png"
+    Image.new("RGB", (20, 20)).save(image)
+    argv = ["explain", str(image), "--model", "test_cli:broken_model", "--cam", "gradcam",
+            "--target-layer", "conv", "--size", "16", "--out", str(tmp_path / "o")]
+    code, _, err = _run(capsys, *argv)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("fcam: internal error: KeyError") and "-v" in err
+    code, _, err = _run(capsys, *argv, "-v")
+    assert code == 1
+    assert "Traceback (most recent call last)" in err
+    assert "in forward" in err and "KeyError: 'logits'" in err

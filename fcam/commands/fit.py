@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
     )
+    fc.history = list(history)  # a resumed run that had finished every epoch keeps its history
     if not fc.fitted:  # --resume of a run that had already finished every epoch
         from fcam.explainer import CHECKPOINT_NAME
 

@@ -118,6 +118,10 @@ def load_classifier_args(args: argparse.Namespace) -> tuple[Any, Any]:
     }
     with user_input("--mean/--std" if {"mean", "std"} & set(overrides) else "classifier"):
         spec = dataclasses.replace(spec, **overrides)
+    from fcam.core import check_stats, first_conv_channels
+
+    with user_input("--mean/--std"):
+        check_stats(spec.mean, spec.std, first_conv_channels(model))
     model.requires_grad_(False)
     logger.info("classifier: %s", spec)
     return model, spec
