@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from fcam.core.io import atomic_write_bytes
+from fcam.core.validation import check_number
 
 __all__ = ["overlay", "comparison_grid", "COLORMAPS"]
 
@@ -170,8 +171,7 @@ def _blend(rgb: torch.Tensor, heat: torch.Tensor, colormap: str, alpha: float) -
     """Colour ``heat`` (h, w) with ``colormap``, resize to ``rgb`` and blend; uint8 (H, W, 3)."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise TypeError(f"alpha must be a number in [0, 1], got {type(alpha).__name__}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    alpha = check_number(alpha, "alpha", non_negative=True, maximum=1.0)
     lut = _colormap_lut(colormap).to(heat.device)
     height, width = rgb.shape[:2]
     if heat.shape != (height, width):
