@@ -80,10 +80,9 @@ def _lazy_reexports() -> dict[str, str]:
 
 LAZY_REEXPORTS = _lazy_reexports()
 
-#: Where fcam.demo may be imported from outside fcam/demo: the CLI's demo command, as
-#: ``module:function`` patterns (``build_parser`` reads the demo presets for its help).
-DEMO_IMPORTERS = ("fcam.commands.demo", "fcam.commands.demo.*", "fcam.cli:*demo*",
-                  "fcam.cli:build_parser")
+#: Where fcam.demo may be imported from outside fcam/demo: the CLI's demo command, as module
+#: or ``module:function`` patterns.
+DEMO_IMPORTERS = ("fcam.commands.demo", "fcam.commands.demo.*", "fcam.cli:*demo*")
 
 
 @dataclass(frozen=True)
