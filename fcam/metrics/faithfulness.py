@@ -70,6 +70,7 @@ def _resolve_targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
     if targets is None:
         return logits.argmax(dim=1)
     parsed = parse_targets(targets, logits.shape[0], num_classes=logits.shape[1])
+    assert parsed is not None  # only None for targets=None
     return parsed.to(logits.device)
 
 
