@@ -5,6 +5,8 @@ Both functions are pure torch, batched, differentiable and keep maps on their de
 
 from __future__ import annotations
 
+import operator
+
 import torch  # noqa: F401  (doctest namespace)
 import torch.nn.functional as F
 from collections.abc import Sequence
@@ -79,9 +81,13 @@ def upsample(maps: Tensor, size: int | Sequence[int], mode: str = "bilinear") ->
         raise ValueError(f"`maps` must be (B, h, w) or (B, 1, h, w), got shape {tuple(maps.shape)}")
     if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {list(_MODES)}, got {mode!r}")
-    out_size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    try:
+        pair = (size, size) if not isinstance(size, Sequence) else tuple(size)
+        out_size = tuple(operator.index(v) for v in pair if not isinstance(v, bool))
+    except TypeError:
+        out_size = ()
     if len(out_size) != 2 or min(out_size) < 1:
-        raise ValueError(f"`size` must be a positive int or an (H, W) pair, got {size!r}")
+        raise ValueError(f"`size` must be a positive int or an (H, W) pair of ints, got {size!r}")
     batch = maps if maps.ndim == 4 else maps.unsqueeze(1)
     align = False if mode in ("bilinear", "bicubic") else None
     out = F.interpolate(batch, size=out_size, mode=mode, align_corners=align)

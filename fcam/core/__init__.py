@@ -28,11 +28,13 @@ from fcam.core.layers import (
     first_conv_channels,
     locate_target_layer,
     model_logits,
+    declared_input_size,
     probe_model,
+    probe_structure,
     resolve_layer,
 )
 from fcam.core.references import import_reference, reference_of
-from fcam.core.state import ModelState, frozen, model_device
+from fcam.core.state import ModelState, frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
 from fcam.core.validation import check_images, check_int, check_number, check_stats
 
@@ -57,9 +59,12 @@ __all__ = [
     "import_reference",
     "locate_target_layer",
     "model_device",
+    "model_dtype",
     "model_logits",
     "parse_targets",
+    "declared_input_size",
     "probe_model",
+    "probe_structure",
     "reference_of",
     "resize_bbox",
     "resolve_layer",

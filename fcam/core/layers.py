@@ -26,7 +26,9 @@ __all__ = [
     "first_conv_channels",
     "locate_target_layer",
     "model_logits",
+    "declared_input_size",
     "probe_model",
+    "probe_structure",
     "resolve_layer",
 ]
 
@@ -256,6 +258,57 @@ def probe_model(
             handle.remove()
     events = tuple(sorted(last.values(), key=lambda e: e.order))
     return ModelProbe((int(images.shape[-2]), int(images.shape[-1])), events, output)
+
+
+def declared_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The input size a model declares: torchvision's ``image_size`` or timm's
+    ``pretrained_cfg["input_size"]`` / ``default_cfg["input_size"]``; ``None`` if none.
+
+    Example:
+        >>> net = nn.Linear(2, 2); net.image_size = 32
+        >>> declared_input_size(net)
+        (32, 32)
+    """
+    size: Any = getattr(model, "image_size", None)
+    for attr in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, attr, None)
+        if size is None and isinstance(cfg, dict) and cfg.get("input_size"):
+            size = tuple(cfg["input_size"])[-2:]
+    if isinstance(size, int) and size > 0:
+        return (size, size)
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return (int(size[0]), int(size[1]))
+    return None
+
+
+def probe_structure(
+    model: nn.Module, input_size: tuple[int, int] | None = None, in_channels: int | None = None
+) -> ModelProbe:
+    """:func:`probe_model` at ``input_size``, or, when it is ``None``, at the first size the
+    model accepts among :data:`PROBE_SIZE`, its :func:`declared_input_size` and 224×224.
+
+    Example:
+        >>> fixed = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 8 * 8, 2))
+        >>> probe_structure(fixed, (8, 8)).size
+        (8, 8)
+
+    Raises:
+        ValueError: the model rejects every tried size (the message says to pass
+            ``input_size=``).
+    """
+    if input_size is not None:
+        return probe_model(model, size=input_size, in_channels=in_channels)
+    sizes = dict.fromkeys([PROBE_SIZE, declared_input_size(model) or PROBE_SIZE, (224, 224)])
+    errors = []
+    for size in sizes:
+        try:
+            return probe_model(model, size=size, in_channels=in_channels)
+        except ValueError as exc:
+            errors.append(f"{size[0]}x{size[1]}: {exc.__cause__ or exc}")
+    raise ValueError(
+        "the model rejects probe inputs of every tried size; pass input_size=(H, W), the size it "
+        "was trained on. Tried " + "; ".join(errors)
+    )
 
 
 def locate_target_layer(model: nn.Module, images: Tensor) -> str:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["ModelState", "frozen", "model_device"]
+__all__ = ["ModelState", "frozen", "model_device", "model_dtype"]
 
 
 class ModelState:
@@ -76,3 +76,16 @@ def model_device(model: nn.Module) -> torch.device:
     if tensor is None:
         tensor = next(iter(model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """Dtype of the model's first floating-point parameter (or buffer); float32 if none.
+
+    Example:
+        >>> model_dtype(nn.Linear(2, 2).double())
+        torch.float64
+    """
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32

@@ -15,15 +15,19 @@ decoder        the decoder's ``state_dict`` (CPU tensors)
 history        one dict of mean losses per epoch
 train          only in the per-epoch file of ``fit(checkpoint_dir=...)``: optimiser, scaler,
                loss, generator and global RNG states, for an exact resume
+digest         :func:`payload_digest` of everything above: SHA-256 over every tensor's
+               dtype, shape and bytes and over every other value's ``repr``, so flipped
+               weight bytes are caught on load (a file without it loads with a warning)
 =============  ============================================================================
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "classifier_fingerprint",
     "fingerprint_mismatch",
+    "payload_digest",
     "read_checkpoint",
     "write_checkpoint",
 ]
@@ -93,11 +98,46 @@ def fingerprint_mismatch(saved: Mapping[str, Any], model: nn.Module) -> str | No
     return None
 
 
+def _chunks(value: Any) -> Iterator[bytes]:
+    """Deterministic byte stream of a nested payload (dict keys sorted by their repr)."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().to("cpu").contiguous().reshape(-1)
+        yield f"T{flat.dtype}{tuple(value.shape)}".encode()
+        yield flat.view(torch.uint8).numpy().tobytes()
+    elif isinstance(value, Mapping):
+        yield f"D{len(value)}".encode()
+        for key in sorted(value, key=repr):
+            yield repr(key).encode()
+            yield from _chunks(value[key])
+    elif isinstance(value, (list, tuple)):
+        yield f"L{len(value)}".encode()
+        for item in value:
+            yield from _chunks(item)
+    else:
+        yield f"V{value!r}".encode()
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of a checkpoint payload, ignoring its ``digest`` entry.
+
+    Example:
+        >>> payload_digest({"w": torch.zeros(2)}) == payload_digest({"w": torch.zeros(2)})
+        True
+        >>> payload_digest({"w": torch.zeros(2)}) == payload_digest({"w": torch.ones(2)})
+        False
+    """
+    sha = hashlib.sha256()
+    for chunk in _chunks({k: v for k, v in payload.items() if k != "digest"}):
+        sha.update(chunk)
+    return sha.hexdigest()
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and check a checkpoint's envelope (format and version).
+    """Load and check a checkpoint: format, version, required parts and digest.
 
     Raises:
-        ValueError: missing, unreadable, foreign or newer-version file (named in the message).
+        ValueError: missing, unreadable, foreign, newer-version, incomplete or damaged file
+            (the path and the bad part are named in the message).
     """
     path = Path(path)
     if not path.is_file():
@@ -113,12 +153,33 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"path {str(path)!r} has checkpoint version {payload.get('version')}; this fcam "
             f"reads versions {list(READABLE_VERSIONS)} (a newer file needs a newer fcam)"
         )
-    for key in ("config", "pyramid", "fingerprint", "decoder"):
-        if key not in payload:
-            raise ValueError(f"path {str(path)!r} is a damaged fcam checkpoint: no {key!r} entry")
+    for key, kind in (("config", dict), ("pyramid", dict), ("fingerprint", dict), ("decoder", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise ValueError(
+                f"path {str(path)!r} is a damaged fcam checkpoint: its {key!r} entry is "
+                f"{'missing' if key not in payload else type(payload[key]).__name__}"
+            )
+    if "digest" not in payload:
+        logger.warning("checkpoint %s has no digest: damage to its weights cannot be detected", path)
+    elif payload["digest"] != payload_digest(payload):
+        raise ValueError(
+            f"path {str(path)!r} is damaged: its content does not match the SHA-256 digest "
+            "stored when it was written"
+        )
     return payload
 
 
 def write_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``payload`` (with the current format and version) atomically."""
-    return atomic_torch_save({**payload, "format": FORMAT, "version": FORMAT_VERSION}, path)
+    """Write ``payload`` with the current format, version and digest, atomically.
+
+    Raises:
+        ValueError: ``path`` is an existing folder or its folder does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path {str(path)!r} is a folder; give a file name such as 'fcam.pt'")
+    if not path.parent.is_dir():
+        raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
+    full = {**payload, "format": FORMAT, "version": FORMAT_VERSION}
+    full["digest"] = payload_digest(full)
+    return atomic_torch_save(full, path)

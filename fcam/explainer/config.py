@@ -77,6 +77,8 @@ class FCAMConfig:
         mean, std: normalisation of the loader's images, undone to get the CRF's raw RGB when a
             batch carries no ``"raw"``/``"raw_image"`` entry.
         output_fn_ref: ``"package.module:qualname"`` of ``output_fn``, if importable.
+        input_size: ``(H, W)`` the structure probe runs at; needed for classifiers that only
+            accept one input size (``None``: try 320×288, the model's declared size, 224²).
         seed: seeds the decoder initialisation and the seed sampling generator.
 
     Example:
@@ -103,6 +105,7 @@ class FCAMConfig:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     output_fn_ref: str | None = None
+    input_size: tuple[int, int] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -121,6 +124,12 @@ class FCAMConfig:
         if self.skips is not None:
             set_(self, "skips", tuple(str(s) for s in self.skips))
         set_(self, "seed", check_int(self.seed, "seed", 0))
+        if self.input_size is not None:
+            size = self.input_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            if len(size) != 2:
+                raise ValueError(f"input_size must be an int or an (H, W) pair, got {self.input_size!r}")
+            set_(self, "input_size", tuple(check_int(v, "input_size") for v in size))
         set_(self, "mean", tuple(check_number(v, "mean") for v in self.mean))
         set_(self, "std", tuple(check_number(v, "std", positive=True) for v in self.std))
         if isinstance(self.seeds, Mapping):

@@ -15,9 +15,9 @@ from fcam.cams import available as available_cams
 from fcam.cams import cam_to_size
 from fcam.cams import create as create_cam
 from fcam.core.hooks import capture_features
-from fcam.core.layers import OutputFn, first_conv_channels, probe_model, resolve_layer
+from fcam.core.layers import OutputFn, first_conv_channels, probe_structure, resolve_layer
 from fcam.core.references import import_reference, reference_of
-from fcam.core.state import frozen, model_device
+from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
 from fcam.core.validation import check_images, check_stats
 from fcam.explainer.adapters import CamFn, wrap_cam
@@ -107,7 +107,7 @@ class FCAM:
         self.in_channels = first_conv_channels(model)
         check_stats(cfg.mean, cfg.std, self.in_channels)
         # One probe forward answers every structural question: layer, pyramid, class count.
-        probe = probe_model(model, in_channels=self.in_channels)
+        probe = probe_structure(model, cfg.input_size, self.in_channels)
         if target_layer is None:
             target_layer = probe.last_spatial()
             logger.info("FCAM: target_layer=None, using %r", target_layer)
@@ -125,7 +125,8 @@ class FCAM:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
             self.decoder = build_upscaler(upscaler, self.pyramid, self.config.widths)
-        self.decoder.to(model_device(model))
+        # The decoder follows the classifier's dtype (float64 classifiers fit in float64).
+        self.decoder.to(model_device(model), model_dtype(model))
         self.loss = self._build_loss()
         self.fitted = False
         self.history: list[dict[str, float]] = []
@@ -229,12 +230,14 @@ class FCAM:
                 "FCAM.explain needs a trained decoder: call fit(loader) or FCAM.load(path, model)"
             )
         images = check_images(images, self.in_channels)
-        device = model_device(self.model)
+        device, dtype = model_device(self.model), model_dtype(self.model)
         if images.device != device:
-            raise ValueError(f"images are on {images.device} but the model is on {device}")
+            raise ValueError(f"`images` are on {images.device} but the model is on {device}")
+        if images.dtype != dtype:
+            raise ValueError(f"`images` have dtype {images.dtype} but the model has {dtype}")
         wanted = parse_targets(targets, images.shape[0], self.num_classes)
-        if model_device(self.decoder) != device:
-            self.decoder.to(device)
+        if model_device(self.decoder) != device or model_dtype(self.decoder) != dtype:
+            self.decoder.to(device, dtype)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         with frozen(self.model), frozen(self.decoder, requires_grad=True):
             if return_cam:
@@ -341,9 +344,6 @@ class FCAM:
         """
         if not self.fitted:
             raise NotFittedError("FCAM.save needs a trained decoder: call fit() first")
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
         if self.config.cam is None and self.config.cam_ref is None:
             logger.warning("the seed cam is not importable: pass cam= to FCAM.load to fit again")
         if self.output_fn is not None and self.config.output_fn_ref is None:

@@ -7,6 +7,7 @@ classifier forward, seeds sampled from the CAM, the decoder's logits, and the th
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -24,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from fcam.core.state import frozen
+from fcam.core.state import frozen, model_dtype
 from fcam.core.validation import check_int, check_number
 from fcam.explainer.batches import parse_batch, raw_rgb
 from fcam.explainer.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
@@ -164,9 +165,16 @@ class Trainer:
         with frozen(self.fc.model):
             self.decoder.train()
             for epoch in range(start, self.options.epochs):
-                if self.options.on_epoch_start is not None:
-                    self.options.on_epoch_start(epoch)
-                stats = self._epoch(loader, epoch)
+                snapshot = self._snapshot()
+                try:
+                    if self.options.on_epoch_start is not None:
+                        self.options.on_epoch_start(epoch)
+                    stats = self._epoch(loader, epoch)
+                except BaseException:
+                    # NaN loss, a loader error, Ctrl-C: memory goes back to the last completed
+                    # epoch, so a later save() equals the last checkpoint on disk.
+                    self._rollback(snapshot)
+                    raise
                 stats["t"] = float(self.fc.loss.step() or 0.0)
                 history.append(stats)
                 logger.info(
@@ -205,7 +213,7 @@ class Trainer:
     def _step(self, batch: Any, epoch: int, step: int) -> tuple[float, dict[str, float], int]:
         fc, cfg = self.fc, self.fc.config
         parsed = parse_batch(batch, fc.in_channels, fc.num_classes)
-        images = parsed.images.to(self.device)
+        images = parsed.images.to(self.device, model_dtype(fc.model))
         labels = None if parsed.labels is None else parsed.labels.to(self.device)
         cam, feats = fc.cam_and_features(images, labels)
         seeds = sample_seeds(cam, generator=self.gen, **vars(cfg.seeds))
@@ -228,6 +236,24 @@ class Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         return float(total.detach()), {k: float(v.detach()) for k, v in parts.items()}, images.shape[0]
+
+    # ------------------------------------------------------------------ rollback
+    def _snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy({
+            "decoder": self.fc.decoder.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loss": self.fc.loss.state_dict(),
+            "generator": self.gen.get_state(),
+        })  # fmt: skip
+
+    def _rollback(self, snapshot: Mapping[str, Any]) -> None:
+        self.fc.decoder.load_state_dict(snapshot["decoder"])
+        self.opt.load_state_dict(snapshot["optimizer"])
+        self.scaler.load_state_dict(snapshot["scaler"])
+        self.fc.loss.load_state_dict(snapshot["loss"])
+        self.gen.set_state(snapshot["generator"])
+        logger.info("epoch failed: decoder, optimiser and history rolled back to the last epoch")
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, epoch: int) -> None:
