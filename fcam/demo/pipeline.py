@@ -146,6 +146,109 @@ def _write_visuals(
     return {"grid": str(grid_path), "overlays": overlays}
 
 
+def _make_data(config: DemoConfig) -> tuple[SyntheticWSOL, SyntheticWSOL]:
+    """The train and test splits, with the images F-CAM and the evaluation use drawn up front
+    (SyntheticWSOL caches them)."""
+    train = SyntheticWSOL(config.n_train, size=config.image_size, seed=config.seed, split="train")
+    test = SyntheticWSOL(config.n_test, size=config.image_size, seed=config.seed, split="test")
+    logger.info("data: %s / %s", train, test)
+    for dataset, count in ((train, min(config.fcam_train, config.n_train)), (test, config.n_test)):
+        for i in tqdm(
+            range(count),
+            desc=f"generate {dataset.split}",
+            disable=not config.progress,
+            leave=False,
+            unit="img",
+        ):
+            dataset.sample(i)
+    return train, test
+
+
+@dataclass
+class _Run:
+    """What the per-method steps of :func:`run_demo` share and fill in."""
+
+    config: DemoConfig
+    device: torch.device
+    model: nn.Module
+    train: SyntheticWSOL
+    test: SyntheticWSOL
+    out_dir: Path
+    timings: dict[str, float]
+    rows: dict[str, LocalizationScores] = dataclasses.field(default_factory=dict)
+    pairs: list[tuple[str, LocalizationScores, LocalizationScores]] = dataclasses.field(
+        default_factory=list
+    )
+    shown: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    checkpoints: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    def evaluate(
+        self, map_fn: Any, label: str, show: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> LocalizationScores:
+        tick = time.perf_counter()
+        scores = evaluate_localization(
+            map_fn,
+            self.model,
+            DataLoader(self.test, batch_size=self.config.eval_batch_size),
+            device=self.device,
+            cam_curve_interval=self.config.cam_curve_interval,
+            progress=self.config.progress,
+            desc=f"evaluate {label}",
+        )
+        if show is not None:
+            self.shown[label] = map_fn(*show).cpu()
+        self.timings[f"evaluate {label}"] = time.perf_counter() - tick
+        return scores
+
+    def method(self, cam: str, show: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Interpolated CAM, F-CAM fitted on it, and both evaluations."""
+        from fcam import cams as cam_methods
+
+        name = DEMO_CAMS.get(cam, cam)
+        with cam_methods.create(cam, self.model, TARGET_LAYER) as extractor:
+            base = self.evaluate(cam_map_fn(extractor), name, show)
+        tick = time.perf_counter()
+        explainer = _fit_fcam(self.model, cam, self.train, self.config, self.device)
+        self.timings[f"fit F-CAM ({name})"] = time.perf_counter() - tick
+        self.checkpoints[cam] = self.out_dir / f"fcam-{cam}.pt"
+        explainer.save(self.checkpoints[cam])
+        fitted = self.evaluate(fcam_map_fn(explainer), f"{name} + F-CAM", show)
+        self.rows[name] = base
+        self.rows[f"{name} + F-CAM"] = fitted
+        self.pairs.append((name, base, fitted))
+
+
+def _write_reports(run: _Run, accuracy: float, files: dict[str, Any]) -> list[str]:
+    """results.json and results.md; returns the gain lines."""
+    config = run.config
+    gains = gain_lines(run.pairs)
+    meta = {
+        "fcam_version": __version__,
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
+        },
+        "device": str(run.device),
+        "classifier_accuracy": accuracy,
+        "interpolation": "bilinear upsampling of the layer4 CAM, then per-image min-max",
+        "fcam_maps": "foreground probability of the F-CAM decoder (not min-max normalised)",
+        "timings_s": run.timings,
+    }
+    files["json"] = str(
+        atomic_write_text(run.out_dir / "results.json", results_json(run.rows, meta))
+    )
+    summary = (
+        f"Synthetic WSOL test split: {config.n_test} images of {config.image_size} px; resnet18 "
+        f"from scratch (test accuracy {accuracy:.1f}%); metrics in percent, GT-known class maps, "
+        f"cam_curve_interval {config.cam_curve_interval}."
+    )
+    gains_md = "\n".join(f"- {line}" for line in gains)
+    markdown = "\n\n".join(
+        ["# fcam demo results", summary, format_table(run.rows, markdown=True), gains_md]
+    )
+    files["markdown"] = str(atomic_write_text(run.out_dir / "results.md", markdown + "\n"))
+    return gains
+
+
 def run_demo(config: DemoConfig | None = None) -> DemoResult:
     """Run the whole demo (see the module docstring) and write its outputs.
 
@@ -157,120 +260,41 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     """
     config = config or DemoConfig()
     config.validate()
-    from fcam import cams as cam_methods
-
     device = _device(config.device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-
-    train = SyntheticWSOL(config.n_train, size=config.image_size, seed=config.seed, split="train")
-    test = SyntheticWSOL(config.n_test, size=config.image_size, seed=config.seed, split="test")
-    logger.info("data: %s / %s", train, test)
-    # Draw the images F-CAM and the evaluation use once, up front (SyntheticWSOL caches them).
-    for dataset, count in ((train, min(config.fcam_train, config.n_train)), (test, config.n_test)):
-        for i in tqdm(
-            range(count),
-            desc=f"generate {dataset.split}",
-            disable=not config.progress,
-            leave=False,
-            unit="img",
-        ):
-            dataset.sample(i)
+    train, test = _make_data(config)
     timings["data"] = time.perf_counter() - t0
 
     tick = time.perf_counter()
     model = train_classifier(
         config.classifier_config(), device=device, cache=config.cache, progress=config.progress
     )
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     accuracy = evaluate_accuracy(model, test, progress=config.progress)
     save_classifier(model, out_dir / "classifier.pt", arch="resnet18", image_size=config.image_size)
     timings["classifier"] = time.perf_counter() - tick
     logger.info("classifier test accuracy %.1f%%", accuracy)
 
-    test_loader = DataLoader(test, batch_size=config.eval_batch_size)
-    rows: dict[str, LocalizationScores] = {}
-    pairs = []
+    run = _Run(config, device, model, train, test, out_dir, timings)
     n_show = min(config.num_examples, len(test))
-    shown: dict[str, torch.Tensor] = {}
-    show_batch = [test[i] for i in range(n_show)]
+    show = None
     if n_show:
-        show_images = torch.stack([it["image"] for it in show_batch]).to(device)
-        show_labels = torch.tensor([it["label"] for it in show_batch], device=device)
-    checkpoints = {}
-    for cam in config.cams:
-        name = DEMO_CAMS.get(cam, cam)
-        tick = time.perf_counter()
-        with cam_methods.create(cam, model, TARGET_LAYER) as extractor:
-            cam_fn = cam_map_fn(extractor)
-            base = evaluate_localization(
-                cam_fn,
-                model,
-                test_loader,
-                device=device,
-                cam_curve_interval=config.cam_curve_interval,
-                progress=config.progress,
-                desc=f"evaluate {name}",
-            )
-            if n_show:
-                shown[name] = cam_fn(show_images, show_labels).cpu()
-        timings[f"evaluate {name}"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        explainer = _fit_fcam(model, cam, train, config, device)
-        timings[f"fit F-CAM ({name})"] = time.perf_counter() - tick
-        checkpoints[cam] = out_dir / f"fcam-{cam}.pt"
-        explainer.save(checkpoints[cam])
-        tick = time.perf_counter()
-        fcam_fn = fcam_map_fn(explainer)
-        fitted = evaluate_localization(
-            fcam_fn,
-            model,
-            test_loader,
-            device=device,
-            cam_curve_interval=config.cam_curve_interval,
-            progress=config.progress,
-            desc=f"evaluate {name} + F-CAM",
+        items = [test[i] for i in range(n_show)]
+        show = (
+            torch.stack([it["image"] for it in items]).to(device),
+            torch.tensor([it["label"] for it in items], device=device),
         )
-        if n_show:
-            shown[f"{name} + F-CAM"] = fcam_fn(show_images, show_labels).cpu()
-        timings[f"evaluate {name} + F-CAM"] = time.perf_counter() - tick
-        rows[name] = base
-        rows[f"{name} + F-CAM"] = fitted
-        pairs.append((name, base, fitted))
-
-    table = format_table(rows)
-    gains = gain_lines(pairs)
+    for cam in config.cams:
+        run.method(cam, show)
     files: dict[str, Any] = {
         "classifier": str(out_dir / "classifier.pt"),
-        "fcam": {cam: str(p) for cam, p in checkpoints.items()},
+        "fcam": {cam: str(p) for cam, p in run.checkpoints.items()},
     }
     if n_show:
-        files.update(_write_visuals(shown, test, n_show, out_dir))
+        files.update(_write_visuals(run.shown, test, n_show, out_dir))
     timings["total"] = time.perf_counter() - t0
-    meta = {
-        "fcam_version": __version__,
-        "config": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
-        },
-        "device": str(device),
-        "classifier_accuracy": accuracy,
-        "interpolation": "bilinear upsampling of the layer4 CAM, then per-image min-max",
-        "fcam_maps": "foreground probability of the F-CAM decoder (not min-max normalised)",
-        "timings_s": timings,
-    }
-    files["json"] = str(atomic_write_text(out_dir / "results.json", results_json(rows, meta)))
-    summary = (
-        f"Synthetic WSOL test split: {config.n_test} images of {config.image_size} px; resnet18 "
-        f"from scratch (test accuracy {accuracy:.1f}%); metrics in percent, GT-known class maps, "
-        f"cam_curve_interval {config.cam_curve_interval}."
-    )
-    gains_md = "\n".join(f"- {line}" for line in gains)
-    markdown = "\n\n".join(
-        ["# fcam demo results", summary, format_table(rows, markdown=True), gains_md]
-    )
-    markdown += "\n"
-    files["markdown"] = str(atomic_write_text(out_dir / "results.md", markdown))
-    return DemoResult(rows, table, gains, accuracy, files, timings)
+    gains = _write_reports(run, accuracy, files)
+    return DemoResult(run.rows, format_table(run.rows), gains, accuracy, files, timings)

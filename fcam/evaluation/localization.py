@@ -114,6 +114,64 @@ def _check_maps(maps: Any, images: torch.Tensor) -> torch.Tensor:
     return maps
 
 
+class _Evaluators:
+    """The three metric evaluators, the classification count and the ground-truth kinds seen."""
+
+    def __init__(self, cam_curve_interval: float) -> None:
+        self.interval = cam_curve_interval
+        self.masks = MaskEvaluator(cam_curve_interval=cam_curve_interval)
+        self.box_v2 = BoxEvaluator(version=2, cam_curve_interval=cam_curve_interval)
+        self.box_v1 = BoxEvaluator(
+            version=1, iou_thresholds=(50,), cam_curve_interval=cam_curve_interval
+        )
+        self.seen: dict[str, bool] = {}
+        self.correct = self.count = 0
+        self.frame = ""
+
+    def update(
+        self,
+        batch: Mapping[str, Any],
+        maps: torch.Tensor,
+        labels: torch.Tensor,
+        logits: torch.Tensor | None,
+    ) -> None:
+        boxes = _boxes(batch)
+        if _presence(self.seen, "boxes", boxes is not None):
+            self.box_v2.update(maps, boxes)
+            if logits is None:
+                self.box_v1.update(maps, boxes)
+            else:
+                self.box_v1.update(maps, boxes, labels=labels, logits=logits)
+        if _presence(self.seen, "masks", "mask" in batch):
+            self.masks.update(maps, batch["mask"], batch.get("ignore"))
+        if logits is not None:
+            self.correct += int((logits.argmax(1) == labels).sum())
+        self.count += labels.shape[0]
+        self.frame = f"{maps.shape[-2]}x{maps.shape[-1]} (image size)"
+
+    def scores(self, with_classifier: bool) -> LocalizationScores:
+        if self.count == 0:
+            raise ValueError("loader yielded no batch")
+        if not (self.seen["boxes"] or self.seen["masks"]):
+            raise ValueError("batches carry neither boxes ('box'/'boxes') nor masks ('mask')")
+        v1 = self.box_v1.compute() if self.seen["boxes"] else None
+        top1 = v1.top1_loc[50] if v1 is not None and v1.top1_loc is not None else None
+        return LocalizationScores(
+            pxap=self.masks.compute().value if self.seen["masks"] else None,
+            maxboxacc_v2=self.box_v2.compute().value if self.seen["boxes"] else None,
+            maxboxacc=v1.value if v1 is not None else None,
+            top1_loc=top1,
+            classification_acc=100.0 * self.correct / self.count if with_classifier else None,
+            num_images=self.count,
+            settings={
+                "cam_curve_interval": self.interval,
+                "iou_thresholds_v2": [30, 50, 70],
+                "targets": "ground-truth class (GT-known)",
+                "frame": self.frame,
+            },
+        )
+
+
 def evaluate_localization(
     map_fn: MapFn,
     model: nn.Module | None,
@@ -157,48 +215,12 @@ def evaluate_localization(
     if device is None:
         device = model_device(model) if model is not None else torch.device("cpu")
     device = torch.device(device)
-    masks_eval = MaskEvaluator(cam_curve_interval=cam_curve_interval)
-    box_v2 = BoxEvaluator(version=2, cam_curve_interval=cam_curve_interval)
-    box_v1 = BoxEvaluator(version=1, iou_thresholds=(50,), cam_curve_interval=cam_curve_interval)
-    seen: dict[str, bool] = {}
-    correct = count = 0
-    frame = ""
+    evaluators = _Evaluators(cam_curve_interval)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
         images, labels = _check_batch(batch)
         images = images.to(device)
         labels = torch.as_tensor(labels).to(device)
         maps = _check_maps(map_fn(images, labels), images)
         logits = _logits(model, images, output_fn) if model is not None else None
-        boxes = _boxes(batch)
-        if _presence(seen, "boxes", boxes is not None):
-            box_v2.update(maps, boxes)
-            if logits is None:
-                box_v1.update(maps, boxes)
-            else:
-                box_v1.update(maps, boxes, labels=labels, logits=logits)
-        if _presence(seen, "masks", "mask" in batch):
-            masks_eval.update(maps, batch["mask"], batch.get("ignore"))
-        if logits is not None:
-            correct += int((logits.argmax(1) == labels).sum())
-        count += labels.shape[0]
-        frame = f"{images.shape[-2]}x{images.shape[-1]} (image size)"
-    if count == 0:
-        raise ValueError("loader yielded no batch")
-    if not (seen["boxes"] or seen["masks"]):
-        raise ValueError("batches carry neither boxes ('box'/'boxes') nor masks ('mask')")
-    v1 = box_v1.compute() if seen["boxes"] else None
-    top1 = v1.top1_loc[50] if v1 is not None and v1.top1_loc is not None else None
-    return LocalizationScores(
-        pxap=masks_eval.compute().value if seen["masks"] else None,
-        maxboxacc_v2=box_v2.compute().value if seen["boxes"] else None,
-        maxboxacc=v1.value if v1 is not None else None,
-        top1_loc=top1,
-        classification_acc=100.0 * correct / count if model is not None else None,
-        num_images=count,
-        settings={
-            "cam_curve_interval": cam_curve_interval,
-            "iou_thresholds_v2": [30, 50, 70],
-            "targets": "ground-truth class (GT-known)",
-            "frame": frame,
-        },
-    )
+        evaluators.update(batch, maps, labels, logits)
+    return evaluators.scores(with_classifier=model is not None)
