@@ -72,7 +72,7 @@ def model_device(model: nn.Module) -> torch.device:
         >>> model_device(nn.Linear(2, 2))
         device(type='cpu')
     """
-    tensor = next(iter(model.parameters()), None)
+    tensor: torch.Tensor | None = next(iter(model.parameters()), None)
     if tensor is None:
         tensor = next(iter(model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")

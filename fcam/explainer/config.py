@@ -125,8 +125,8 @@ class FCAMConfig:
             set_(self, "skips", tuple(str(s) for s in self.skips))
         set_(self, "seed", check_int(self.seed, "seed", 0))
         if self.input_size is not None:
-            size = self.input_size
-            size = (size, size) if isinstance(size, int) else tuple(size)
+            given: Any = self.input_size
+            size = (given, given) if isinstance(given, int) else tuple(given)
             if len(size) != 2:
                 raise ValueError(f"input_size must be an int or an (H, W) pair, got {self.input_size!r}")
             set_(self, "input_size", tuple(check_int(v, "input_size") for v in size))

@@ -156,7 +156,7 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self, loader: Iterable[Any], resume: bool) -> list[dict[str, float]]:
         """Train for the remaining epochs; return the full history."""
-        start, history = 0, []
+        start, history = 0, list[dict[str, float]]()
         if resume and self.ckpt is not None and self.ckpt.is_file():
             start, history = self._restore(self.ckpt)
             logger.info("resumed from %s at epoch %d", self.ckpt, start)
