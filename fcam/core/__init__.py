@@ -36,7 +36,7 @@ from fcam.core.layers import (
 from fcam.core.references import import_reference, reference_of
 from fcam.core.state import ModelState, frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
-from fcam.core.validation import check_images, check_int, check_number, check_stats
+from fcam.core.validation import check_images, check_int, check_maps, check_number, check_stats
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -52,6 +52,7 @@ __all__ = [
     "capture_features",
     "check_images",
     "check_int",
+    "check_maps",
     "check_number",
     "check_stats",
     "first_conv_channels",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_images", "check_int", "check_number", "check_stats"]
+__all__ = ["check_images", "check_int", "check_maps", "check_number", "check_stats"]
 
 
 def check_number(
@@ -132,3 +132,26 @@ def check_stats(
             f"mean and std need {channels} values (one per channel), got {len(mean_t)} and {len(std_t)}"
         )
     return mean_t, std_t
+
+
+def check_maps(maps: Any, batch: int, name: str = "maps") -> Tensor:
+    """Accept a ``(B, h, w)`` or ``(B, 1, h, w)`` tensor of maps for ``batch`` images.
+
+    Example:
+        >>> check_maps(torch.zeros(2, 1, 4, 4), batch=2).shape
+        torch.Size([2, 4, 4])
+
+    Returns:
+        The maps as ``(B, h, w)``.
+
+    Raises:
+        TypeError: if ``maps`` is not a tensor.
+        ValueError: on another shape or batch size.
+    """
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"{name} must be a tensor (torch.Tensor), got {type(maps).__name__}")
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.ndim != 3 or maps.shape[0] != batch:
+        raise ValueError(f"{name} must have shape (B={batch}, h, w), got {tuple(maps.shape)}")
+    return maps

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fcam.core import OutputFn, check_number, frozen, model_device, model_logits
+from fcam.core import OutputFn, check_maps, check_number, frozen, model_device, model_logits
 from fcam.metrics import BoxEvaluator, MaskEvaluator
 
 __all__ = ["LocalizationScores", "MapFn", "evaluate_localization"]
@@ -97,15 +97,7 @@ def _check_batch(batch: Any) -> tuple[Any, Any]:
 
 
 def _check_maps(maps: Any, images: torch.Tensor) -> torch.Tensor:
-    if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"map_fn must return a tensor, got {type(maps).__name__}")
-    if maps.ndim == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or maps.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"map_fn must return (B, H, W) maps, got shape {tuple(maps.shape)} for a batch of "
-            f"{images.shape[0]} images"
-        )
+    maps = check_maps(maps, images.shape[0], "map_fn output")
     if maps.shape[-2:] != images.shape[-2:]:
         raise ValueError(
             f"map_fn returned maps of size {tuple(maps.shape[-2:])}, images are "

@@ -19,7 +19,7 @@ from fcam.core.layers import OutputFn, first_conv_channels, probe_structure, res
 from fcam.core.references import import_reference, reference_of
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
-from fcam.core.validation import check_images, check_stats
+from fcam.core.validation import check_images, check_maps, check_stats
 from fcam.explainer.adapters import CamFn, wrap_cam
 from fcam.explainer.checkpoint import (
     classifier_fingerprint,
@@ -187,15 +187,8 @@ class FCAM:
         else:
             raw = self.cam_fn(images, targets)
             feats = self.features(images)
-        raw = torch.as_tensor(raw, device=images.device).float()
-        if raw.ndim == 4 and raw.shape[1] == 1:
-            raw = raw[:, 0]
-        if raw.ndim != 3 or raw.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"cam must return (B, h, w) maps, got shape {tuple(raw.shape)} for "
-                f"{images.shape[0]} images"
-            )
-        raw = torch.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        raw = check_maps(torch.as_tensor(raw, device=images.device), images.shape[0], "cam output")
+        raw = torch.nan_to_num(raw.float(), nan=0.0, posinf=0.0, neginf=0.0)
         return cam_to_size(raw, tuple(images.shape[-2:])), dict(feats)
 
     def decode(self, decoder: nn.Module, feats: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:

@@ -35,7 +35,7 @@ from torchvision.transforms.functional import gaussian_blur
 from fcam.core.layers import model_logits
 from fcam.core.state import frozen
 from fcam.core.targets import Targets, parse_targets
-from fcam.core.validation import check_images, check_int
+from fcam.core.validation import check_images, check_int, check_maps
 
 __all__ = ["average_drop", "deletion_auc", "increase_in_confidence", "insertion_auc"]
 
@@ -48,14 +48,7 @@ def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def _check_inputs(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     check_images(images)
-    if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}")
-    if maps.ndim == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or maps.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"maps must have shape (B={images.shape[0]}, h, w), got {tuple(maps.shape)}"
-        )
+    maps = check_maps(maps, images.shape[0])
     if not torch.isfinite(maps).all():
         raise ValueError("maps must not contain NaN or inf values")
     maps = maps.to(device=images.device, dtype=images.dtype)
