@@ -259,6 +259,8 @@ class FCAM:
         weight_decay: float = 1e-4,
         amp: bool = False,
         on_epoch_start: Any = None,
+        val_loader: Iterable[Any] | None = None,
+        select_by: str | None = "pxap",
     ) -> list[dict[str, float]]:
         """Train the decoder on the frozen classifier (SGD, the published F-CAM settings).
 
@@ -278,17 +280,30 @@ class FCAM:
             amp: float16 autocast for the decoder on CUDA.
             on_epoch_start: called with the 0-based epoch index before each epoch (e.g.
                 ``DistributedSampler.set_epoch``).
+            val_loader: a few annotated images (``(images, labels, masks)`` tuples or dicts
+                with ``"image"``/``"label"``/``"mask"``; masks ``(B, H, W)`` in {0, 1}), scored
+                after every epoch (:mod:`fcam.explainer.selection`).
+            select_by: ``"pxap"``: keep the decoder of the epoch with the best validation
+                PxAP and restore it at the end; ``None``: only report the scores.
 
         Returns:
-            The history: one dict per epoch with the mean loss parts, ``t`` and timing.
+            The history: one dict per epoch with the mean loss parts, ``t``, timing, the
+            foreground share of the maps (``fg_share``, ``fg_share_std``) and of the seed CAM
+            (``cam_fg_share``), and with ``val_loader`` ``val_pxap`` / ``val_avg_drop``. A
+            logged warning fires when the maps collapse to one label or grow far past the
+            seed CAM's foreground.
 
         Raises:
             ValueError: empty loader, bad batches/labels, unwritable ``checkpoint_dir``, a
-                missing checkpoint with ``resume=True``, ``amp`` without CUDA, no seed CAM.
+                missing checkpoint with ``resume=True``, ``amp`` without CUDA, no seed CAM, a
+                ``val_loader`` with bad masks or without masks for ``select_by="pxap"``.
             FloatingPointError: a loss term became NaN/inf (named in the message); no
                 checkpoint is written for that epoch.
         """
-        options = TrainOptions(epochs, lr, momentum, nesterov, weight_decay, amp, progress, on_epoch_start)
+        options = TrainOptions(
+            epochs, lr, momentum, nesterov, weight_decay, amp, progress, on_epoch_start,
+            val_loader, select_by,
+        )
         if hasattr(loader, "__len__") and len(loader) == 0:  # type: ignore[arg-type]
             raise ValueError("loader is empty")
         if not isinstance(loader, Iterable):

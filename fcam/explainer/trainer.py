@@ -30,6 +30,7 @@ from fcam.core.validation import check_int, check_number
 from fcam.explainer.batches import parse_batch, raw_rgb
 from fcam.explainer.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from fcam.explainer.config import CRF_REFERENCE_PIXELS
+from fcam.explainer.selection import collapse_warning, validate
 from fcam.losses import sample_seeds
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ class TrainOptions:
         amp: float16 autocast for the decoder (CUDA only).
         progress: show a tqdm bar (rank 0).
         on_epoch_start: called with the 0-based epoch index before each epoch.
+        val_loader: validation batches (:func:`fcam.explainer.selection.parse_val_batch`),
+            scored after every epoch.
+        select_by: ``"pxap"`` keeps the decoder of the epoch with the best validation PxAP
+            (``val_loader`` must then carry masks); ``None`` only reports the scores.
     """
 
     epochs: int = 10
@@ -63,8 +68,14 @@ class TrainOptions:
     amp: bool = False
     progress: bool = True
     on_epoch_start: Callable[[int], Any] | None = None
+    val_loader: Iterable[Any] | None = None
+    select_by: str | None = "pxap"
 
     def __post_init__(self) -> None:
+        if self.select_by not in ("pxap", None):
+            raise ValueError(f"select_by must be 'pxap' or None, got {self.select_by!r}")
+        if self.val_loader is not None and not isinstance(self.val_loader, Iterable):
+            raise TypeError(f"val_loader must be iterable, got {type(self.val_loader).__name__}")
         check_int(self.epochs, "epochs")
         check_number(self.lr, "lr", positive=True)
         check_number(self.momentum, "momentum", non_negative=True)
@@ -152,6 +163,7 @@ class Trainer:
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(fc.config.seed + self.rank)
         self.show = options.progress and self.rank == 0
+        self.best: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ run
     def run(self, loader: Iterable[Any], resume: bool) -> list[dict[str, float]]:
@@ -165,37 +177,67 @@ class Trainer:
         with frozen(self.fc.model):
             self.decoder.train()
             for epoch in range(start, self.options.epochs):
-                snapshot = self._snapshot()
-                try:
-                    if self.options.on_epoch_start is not None:
-                        self.options.on_epoch_start(epoch)
-                    stats = self._epoch(loader, epoch)
-                except BaseException:
-                    # NaN loss, a loader error, Ctrl-C: memory goes back to the last completed
-                    # epoch, so a later save() equals the last checkpoint on disk.
-                    self._rollback(snapshot)
-                    raise
-                stats["t"] = float(self.fc.loss.step() or 0.0)
-                history.append(stats)
-                logger.info(
-                    "epoch %d/%d: loss %.4f (seed %.4f, crf %.4f, size %.4f), %d images, %.1fs",
-                    epoch + 1, self.options.epochs, stats["loss"], stats["seed"], stats["crf"],
-                    stats["size"], stats["images"], stats["seconds"],
-                )
-                self.fc.fitted = True
+                history.append(self._guarded_epoch(loader, epoch))
                 self.fc.history = history
                 self._save(epoch + 1)
+        if self.best is not None:
+            self.fc.decoder.load_state_dict(self.best["decoder"])
+            logger.info(
+                "kept the decoder of epoch %d (validation PxAP %.2f)", self.best["epoch"], self.best["pxap"]
+            )
         return history
+
+    def _guarded_epoch(self, loader: Iterable[Any], epoch: int) -> dict[str, float]:
+        """One epoch plus its validation; on any failure (NaN loss, a loader error, Ctrl-C)
+        the decoder, optimiser, loss schedule, generator and ``fitted`` go back to the last
+        completed epoch, so a later ``save()`` equals the last checkpoint on disk."""
+        snapshot, fitted = self._snapshot(), self.fc.fitted
+        try:
+            if self.options.on_epoch_start is not None:
+                self.options.on_epoch_start(epoch)
+            stats = self._epoch(loader, epoch)
+            stats["t"] = float(self.fc.loss.step() or 0.0)
+            self.fc.fitted = True
+            self._score(stats, epoch)
+        except BaseException:
+            self._rollback(snapshot)
+            self.fc.fitted = fitted
+            raise
+        logger.info(
+            "epoch %d/%d: loss %.4f (seed %.4f, crf %.4f, size %.4f), foreground %.1f%% "
+            "(seed CAM %.1f%%), %d images, %.1fs",
+            epoch + 1, self.options.epochs, stats["loss"], stats["seed"], stats["crf"],
+            stats["size"], 100 * stats["fg_share"], 100 * stats["cam_fg_share"],
+            stats["images"], stats["seconds"],
+        )
+        warning = collapse_warning(stats)
+        if warning:
+            logger.warning("epoch %d: %s", epoch + 1, warning)
+        return stats
+
+    def _score(self, stats: dict[str, float], epoch: int) -> None:
+        """Validation scores into ``stats``; remember the best decoder when selecting."""
+        if self.options.val_loader is None:
+            return
+        select = self.options.select_by == "pxap"
+        stats.update(validate(self.fc, self.options.val_loader, need_masks=select))
+        if select and (self.best is None or stats["val_pxap"] > self.best["pxap"]):
+            state = {k: v.detach().clone() for k, v in self.fc.decoder.state_dict().items()}
+            self.best = {"epoch": epoch + 1, "pxap": stats["val_pxap"], "decoder": state}
 
     def _epoch(self, loader: Iterable[Any], epoch: int) -> dict[str, float]:
         sums = dict.fromkeys(("loss", *_PARTS), 0.0)
+        shares: list[torch.Tensor] = []
+        cam_shares: list[torch.Tensor] = []
         seen = steps = 0
         tic = time.perf_counter()
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         desc = f"F-CAM {epoch + 1}/{self.options.epochs}"
         bar = tqdm(loader, total=total, disable=not self.show, desc=desc, leave=False)
         for batch in bar:
-            loss, parts, n = self._step(batch, epoch, steps)
+            loss, parts, n, (share, cam_share) = self._step(batch, epoch, steps)
+            shares.append(share)
+            cam_shares.append(cam_share)
             seen += n
             steps += 1
             sums["loss"] += loss * n
@@ -207,10 +249,19 @@ class Trainer:
         if steps == 0:
             raise ValueError("loader is empty (it yielded no batch)")
         stats = {k: v / seen for k, v in sums.items()}
-        stats.update(epoch=float(epoch + 1), images=float(seen), seconds=time.perf_counter() - tic)
+        share_t = torch.cat(shares)
+        stats.update(
+            epoch=float(epoch + 1), images=float(seen), seconds=time.perf_counter() - tic,
+            fg_share=float(share_t.mean()), fg_share_std=float(share_t.std(unbiased=False)),
+            cam_fg_share=float(torch.cat(cam_shares).mean()),
+        )
         return stats
 
-    def _step(self, batch: Any, epoch: int, step: int) -> tuple[float, dict[str, float], int]:
+    def _step(
+        self, batch: Any, epoch: int, step: int
+    ) -> tuple[float, dict[str, float], int, tuple[torch.Tensor, torch.Tensor]]:
+        """One SGD step; returns the loss, its parts, the batch size and the per-image
+        foreground shares of the decoder's maps and of the seed CAM (both thresholded at 0.5)."""
         fc, cfg = self.fc, self.fc.config
         parsed = parse_batch(batch, fc.in_channels, fc.num_classes)
         images = parsed.images.to(self.device, model_dtype(fc.model))
@@ -235,7 +286,11 @@ class Trainer:
         self.scaler.scale(total).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        return float(total.detach()), {k: float(v.detach()) for k, v in parts.items()}, images.shape[0]
+        with torch.no_grad():
+            share = (logits.detach().float().softmax(1)[:, 1] > 0.5).float().mean((1, 2)).cpu()
+            cam_share = (cam > 0.5).float().mean((1, 2)).cpu()
+        parts_f = {k: float(v.detach()) for k, v in parts.items()}
+        return float(total.detach()), parts_f, images.shape[0], (share, cam_share)
 
     # ------------------------------------------------------------------ rollback
     def _snapshot(self) -> dict[str, Any]:
@@ -269,6 +324,7 @@ class Trainer:
                 "t": self.fc.loss.size.t,
                 "generator": self.gen.get_state(),
                 "rng": rng_state(),
+                "best": self.best,
             }
             write_checkpoint(payload, self.ckpt)
         if self.distributed:
@@ -287,5 +343,6 @@ class Trainer:
         self.fc.loss.load_state_dict(train["loss"])
         self.gen.set_state(train["generator"])
         set_rng_state(train["rng"])
+        self.best = train.get("best")
         self.fc.fitted = True
         return int(train["epoch"]), list(payload.get("history", []))

@@ -1,0 +1,119 @@
+"""fit(val_loader=...): PxAP selection, mask-free scores, foreground statistics, warnings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fcam import FCAM
+from fcam.explainer.selection import collapse_warning, grid_search
+from fcam.metrics import pxap
+
+SIZE = 32
+
+
+def tiny() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
+    ).eval()  # fmt: skip
+
+
+def squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bright squares on noise: images, labels, masks."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, SIZE, SIZE, generator=g) * 0.3
+    masks = torch.zeros(n, SIZE, SIZE)
+    for i in range(n):
+        y, x = torch.randint(0, SIZE - 12, (2,), generator=g).tolist()
+        masks[i, y : y + 12, x : x + 12] = 1
+    images += 2 * masks[:, None]
+    return images, torch.arange(n) % 3, masks
+
+
+def make() -> FCAM:
+    return FCAM(tiny(), "3", cam="cam", widths=(8, 4), sigma_rgb=60.0)
+
+
+def test_val_pxap_selects_and_restores_the_best_epoch() -> None:
+    x, y, m = squares(8, 0)
+    vx, vy, vm = squares(4, 1)
+    fc = make()
+    history = fc.fit([(x[:4], y[:4]), (x[4:], y[4:])], epochs=4, lr=0.05, progress=False,
+                     val_loader=[(vx, vy, vm)])  # fmt: skip
+    scores = [h["val_pxap"] for h in history]
+    assert len(scores) == 4 and all(0 <= s <= 100 for s in scores)
+    for h in history:
+        assert {"fg_share", "fg_share_std", "cam_fg_share", "val_avg_drop"} <= set(h)
+        assert 0 <= h["fg_share"] <= 1 and h["fg_share_std"] >= 0
+    final = pxap(fc.explain(vx), vm.bool(), cam_curve_interval=0.01)
+    assert final == pytest.approx(max(scores), abs=1e-6)
+
+
+def test_val_dicts_without_selection_and_mask_free_score() -> None:
+    x, y, _ = squares(4, 0)
+    fc = make()
+    history = fc.fit([(x, y)], epochs=2, progress=False, select_by=None,
+                     val_loader=[{"image": x, "label": y}])  # fmt: skip
+    assert all("val_pxap" not in h and h["val_avg_drop"] >= 0 for h in history)
+
+
+@pytest.mark.parametrize(
+    ("val", "error", "match"),
+    [
+        ([(torch.zeros(2, 3, SIZE, SIZE), torch.tensor([0, 1]), torch.zeros(2, 8, 8))], ValueError,
+         r"val_loader masks must be \(B, H, W\)"),
+        ([(torch.zeros(2, 3, SIZE, SIZE), torch.tensor([0, 1]), torch.full((2, SIZE, SIZE), 0.5))],
+         ValueError, "val_loader masks must hold only 0 and 1"),
+        ([(torch.zeros(2, 3, SIZE, SIZE), torch.tensor([0, 1]))], ValueError,
+         "val_loader yields no masks"),
+        ([], ValueError, "val_loader is empty"),
+        (["x"], TypeError, "val_loader must yield"),
+        (5, TypeError, "val_loader must be iterable"),
+    ],
+)  # fmt: skip
+def test_bad_val_loaders_name_it(val: object, error: type[Exception], match: str) -> None:
+    x, y, _ = squares(2, 0)
+    fc = make()
+    with pytest.raises(error, match=match):
+        fc.fit([(x, y)], epochs=1, progress=False, val_loader=val)
+    assert not fc.fitted  # the failed first epoch was rolled back
+
+
+def test_collapse_warnings() -> None:
+    assert collapse_warning({"fg_share": 0.3, "cam_fg_share": 0.25}) is None
+    assert "all-background" in collapse_warning({"fg_share": 0.001, "cam_fg_share": 0.2})
+    assert "all-foreground" in collapse_warning({"fg_share": 0.99, "cam_fg_share": 0.2})
+    assert "far larger" in collapse_warning({"fg_share": 0.7, "cam_fg_share": 0.1})
+
+
+def test_collapse_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    x, y, _ = squares(4, 0)
+    # A seed CAM that is high everywhere but one pixel: no usable foreground/background split.
+    def everywhere(images: torch.Tensor, targets: object) -> torch.Tensor:
+        cam = torch.ones(images.shape[0], 8, 8)
+        cam[:, 0, 0] = 0
+        return cam
+
+    fc = FCAM(tiny(), "3", cam=everywhere, widths=(8, 4), sigma_rgb=60.0, size_weight=0.0)
+    history = fc.fit([(x, y)] * 4, epochs=3, lr=0.1, progress=False)
+    share = history[-1]["fg_share"]
+    assert share < 0.01 or share > 0.95  # the maps collapse to one label ...
+    assert ("all-background" if share < 0.01 else "all-foreground") in caplog.text  # ... loudly
+
+
+def test_grid_search_keeps_the_best() -> None:
+    x, y, m = squares(4, 0)
+    best, rows = grid_search(
+        tiny(), [(x, y)], [(x, y, m)], {"crf_weight": [0.0, 3e-8]},
+        fcam_options={"target_layer": "3", "cam": "cam", "widths": (8, 4)},
+        epochs=1, progress=False,
+    )  # fmt: skip
+    assert [r["crf_weight"] for r in rows] == [0.0, 3e-8]
+    top = max(rows, key=lambda r: r["val_pxap"])
+    assert best.config.crf_weight == top["crf_weight"]
+    with pytest.raises(ValueError, match="grid"):
+        grid_search(tiny(), [(x, y)], [(x, y, m)], {})
