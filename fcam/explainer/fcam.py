@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -198,6 +198,14 @@ class FCAM:
         return decoder(head, skips, size)
 
     # ------------------------------------------------------------------ explain
+    @overload
+    def explain(self, images: Tensor, targets: Targets = ..., return_cam: Literal[False] = ...) -> Tensor: ...
+
+    @overload
+    def explain(
+        self, images: Tensor, targets: Targets = ..., *, return_cam: Literal[True]
+    ) -> tuple[Tensor, Tensor]: ...
+
     def explain(
         self, images: Tensor, targets: Targets = None, return_cam: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
