@@ -249,7 +249,7 @@ def probe_model(
     try:
         with frozen(model, requires_grad=True), torch.no_grad():
             output = model(images)
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
         raise ValueError(
             f"the model rejected a probe input of shape {tuple(images.shape)}: {exc}"
         ) from exc
