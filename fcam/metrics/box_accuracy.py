@@ -93,15 +93,19 @@ class BoxResult:
         return out
 
 
-def _as_box_list(boxes: Any, count: int) -> list[np.ndarray]:
+def _as_box_list(boxes: Any, count: int, frame: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Per-image GT boxes from a list of ``(M, 4)`` arrays/tensors or a padded ``(N, M, 4)``.
 
     Rows of a padded tensor with any negative coordinate (e.g. ``-1`` fill) are padding. A 2-D
     ``(N, 4)`` tensor with ``N`` = number of maps > 1 is one box per image; for a single map a
-    2-D tensor holds that image's boxes.
+    2-D tensor holds that image's boxes. With ``frame = (H, W)``, a box that starts outside the
+    map (nothing left after clipping) is refused, naming the image.
     """
     if isinstance(boxes, (torch.Tensor, np.ndarray)) and boxes.ndim == 3:
         padded = _to_tensor(boxes, "boxes").cpu().numpy()
+        for i, b in enumerate(padded):
+            if not np.isfinite(b).all():
+                raise ValueError(f"boxes[{i}] has non-finite coordinates")
         per_image = [b[(b >= 0).all(axis=1)] for b in padded]
     elif isinstance(boxes, (torch.Tensor, np.ndarray)) and boxes.ndim == 2:
         array = _to_tensor(boxes, "boxes").cpu().numpy()
@@ -127,8 +131,15 @@ def _as_box_list(boxes: Any, count: int) -> list[np.ndarray]:
             raise ValueError(f"boxes[{i}] must have shape (M, 4), got {b.shape}")
         if b.shape[0] == 0:
             raise ValueError(f"boxes[{i}] is empty: every image needs at least one GT box")
+        if b.dtype.kind not in "iub" and not np.isfinite(b).all():
+            raise ValueError(f"boxes[{i}] has non-finite coordinates")
         if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any() or (b < 0).any():
             raise ValueError(f"boxes[{i}] must be x0, y0, x1, y1 with 0 <= x0 <= x1, 0 <= y0 <= y1")
+        if frame is not None and ((b[:, 0] >= frame[1]) | (b[:, 1] >= frame[0])).any():
+            raise ValueError(
+                f"boxes[{i}] lies outside the {frame[1]}x{frame[0]} map (empty after clipping): "
+                f"{b.tolist()}"
+            )
         out.append(b.astype(np.float64) if b.dtype.kind == "f" else b.astype(np.int64))
     return out
 
@@ -199,7 +210,7 @@ class BoxEvaluator:
         """
         maps_t = as_maps(maps)
         count = maps_t.shape[0]
-        gt = _as_box_list(boxes, count)
+        gt = _as_box_list(boxes, count, (int(maps_t.shape[-2]), int(maps_t.shape[-1])))
         hits = self._topk_hits(labels, logits, count)
         # Quantise in the map's own precision, on its device: this is `(s * 255).astype(uint8)`.
         quantised = (maps_t * 255).to(torch.uint8).cpu().numpy()

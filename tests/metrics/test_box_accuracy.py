@@ -377,3 +377,27 @@ def test_cuda_maps_match_cpu():
         cam_curve_interval=0.01,
     )
     assert cpu == gpu
+
+
+@pytest.mark.parametrize(
+    ("boxes", "match"),
+    [
+        ([np.array([[0, 0, 3, 3]]), np.array([[8, 2, 9, 3]])], r"boxes\[1\] lies outside the 8x8 map"),
+        ([np.array([[0, 0, 3, 3]]), np.array([[2, 8, 3, 9]])], r"boxes\[1\] lies outside"),
+        ([np.array([[0.0, 0.0, np.nan, 3.0]]), np.array([[0, 0, 1, 1]])], r"boxes\[0\] has non-finite"),
+        (torch.tensor([[[0.0, 0.0, 2.0, 2.0]], [[float("inf"), 0.0, 1.0, 1.0]]]), r"boxes\[1\] has non-finite"),
+    ],
+)
+def test_impossible_boxes_name_the_image(boxes: object, match: str) -> None:
+    maps = torch.rand(2, 8, 8)
+    with pytest.raises(ValueError, match=match):
+        maxboxacc(maps, boxes)
+
+
+def test_box_partly_outside_is_scored_as_the_protocol_does() -> None:
+    # wsolevaluation does not clip GT boxes: a box reaching past the map is accepted and its
+    # IoU uses the full box (16 / 289 here, a miss at every IoU threshold).
+    maps = torch.zeros(1, 8, 8)
+    maps[0, 4:, 4:] = 1
+    assert maxboxacc(maps, [np.array([[4, 4, 20, 20]])]) == 0.0
+    assert maxboxacc(maps, [np.array([[4, 4, 7, 7]])]) == pytest.approx(100.0)
