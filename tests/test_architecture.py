@@ -41,8 +41,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fcam.metrics",),
     # The FCAM explainer (config, trainer, checkpoints).
     ("fcam.explainer",),
-    # Evaluation of any map function; model I/O (classifier specs, save/load).
-    ("fcam.evaluation", "fcam.models"),
+    # Evaluation of any map function; model I/O (classifier specs, save/load); WSOL training
+    # methods and baselines.
+    ("fcam.evaluation", "fcam.models", "fcam.wsol"),
     # Overlays and comparison grids.
     ("fcam.viz",),
     # Applications: the demo pipeline, the command line and its commands.

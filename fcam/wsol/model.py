@@ -1,0 +1,286 @@
+"""``build``: any CNN classifier turned into a WSOL model with the method's heads and CAM rule.
+
+The backbone is a copy of the given model run up to its *feature layer* (the last layer with a
+spatial output, adaptive poolings excluded, or the layer you name): the copy's forward stops
+there, so the original classifier head never runs. On the features sit the method's heads:
+
+======================  ===========================================================  ================================
+method                  heads (new parameters, 10× learning rate in :func:`train`)   CAM (``.cams``)
+======================  ===========================================================  ================================
+``cam``, ``has``,       global average pooling + linear                              :math:`\\frac1C\\sum_k w_{ck} A_k`
+``cutmix``, ``adl``
+``acol``                two heads conv3×3-1024, conv3×3-1024, conv1×1-C (A, B)       max of the normalised A and B maps
+``spg``                 conv1×1-C class map + branches B1, B2, C (:class:`SPGHeads`)  the class map
+======================  ===========================================================  ================================
+
+ADL layers (``adl``) follow the last two stages: the feature layer and the last module of the
+stride before it (:func:`fcam.upscalers.discover_pyramid`'s deepest skip), or the layers named
+in ``adl_layers``. SPG's branch B1 reads that same earlier stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fcam.core.layers import first_conv_channels, probe_structure, resolve_layer
+from fcam.core.state import frozen
+from fcam.core.targets import Targets, parse_targets
+from fcam.core.validation import check_images, check_int
+from fcam.upscalers import discover_pyramid
+from fcam.wsol.acol import AcolHeads
+from fcam.wsol.adl import ADL
+from fcam.wsol.spg import SPGHeads
+
+__all__ = ["METHODS", "WSOLModel", "available", "build"]
+
+logger = logging.getLogger(__name__)
+
+#: The WSOL methods, in the order of :func:`available`.
+METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl", "acol", "spg")
+_ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def available() -> list[str]:
+    """The WSOL methods accepted by :func:`build` and :func:`train`.
+
+    Example:
+        >>> available()
+        ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg']
+    """
+    return list(METHODS)
+
+
+def check_method(method: object) -> str:
+    """Return the lower-case method name or raise a ``ValueError`` naming ``method``."""
+    if not isinstance(method, str):
+        raise TypeError(f"`method` must be a string, got {type(method).__name__}")
+    key = method.lower()
+    if key not in METHODS:
+        raise ValueError(f"unknown WSOL `method` {method!r}; available: {available()}")
+    return key
+
+
+class _Stop(Exception):
+    """Raised by the hook on the feature layer to end the backbone's forward there."""
+
+
+def _feature_layer(model: nn.Module, probe: Any) -> str:
+    """The last module with a spatial output that is not an adaptive pooling."""
+    modules = dict(model.named_modules())
+    for event in reversed(probe.events):
+        shape = event.shape
+        if not event.name or shape is None or len(shape) != 4 or shape[-2] * shape[-1] <= 1:
+            continue
+        if not isinstance(modules[event.name], _ADAPTIVE_POOLS):
+            return str(event.name)
+    raise ValueError("no layer of `model` outputs a spatial map; pass feature_layer=")
+
+
+class WSOLModel(nn.Module):
+    """A backbone cut at its feature layer plus one WSOL method's heads.
+
+    ``forward(images)`` returns logits; :meth:`forward_train` returns every output the method's
+    loss needs; :meth:`cams` returns the method's own low-resolution maps. Build it with
+    :func:`build`.
+
+    Attributes:
+        method: the WSOL method.
+        backbone: the (copied) classifier; only its modules up to ``feature_layer`` run.
+        feature_layer: dotted name of the feature layer inside ``backbone``.
+        early_layer: the last module of the stride before (ADL and SPG's B1 read it).
+        target_layer: ``"backbone.<feature_layer>"``, the layer to give :class:`fcam.FCAM`.
+        adl: the ADL modules (``adl`` only), applied after ``adl_layers``.
+        heads: the method's new modules (see the module docstring).
+    """
+
+    def __init__(self, backbone: nn.Module, method: str, feature_layer: str, early_layer: str,
+                 heads: nn.Module, adl_layers: Sequence[str] = (),
+                 adl_options: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.method = method
+        self.backbone = backbone
+        self.feature_layer = feature_layer
+        self.early_layer = early_layer
+        self.target_layer = f"backbone.{feature_layer}"
+        self.adl_layers = list(adl_layers)
+        self.adl = nn.ModuleList(ADL(**(adl_options or {})) for _ in self.adl_layers)
+        self.heads = heads
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters created by :func:`build` (trained at 10× the learning rate)."""
+        return list(self.heads.parameters())
+
+    def features(self, images: Tensor, early: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Backbone features at the feature layer (and at ``early_layer`` when asked)."""
+        modules = dict(self.backbone.named_modules())
+        captured: dict[str, Tensor] = {}
+        handles = []
+        for layer, adl in zip(self.adl_layers, self.adl):
+            if adl.training:  # ADL is the identity in eval mode: no hook at all
+                handles.append(modules[layer].register_forward_hook(
+                    lambda _m, _i, out, adl=adl: adl(out)))
+        if early:
+            handles.append(modules[self.early_layer].register_forward_hook(
+                lambda _m, _i, out: captured.__setitem__("early", out)))
+
+        def stop(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+            captured["features"] = output
+            raise _Stop
+
+        handles.append(modules[self.feature_layer].register_forward_hook(stop))
+        try:
+            self.backbone(images)
+        except _Stop:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        if "features" not in captured:
+            raise RuntimeError(f"feature layer {self.feature_layer!r} did not run in the forward")
+        return captured["features"], captured.get("early")
+
+    def forward_train(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Every output of the method: ``logits`` plus ``logits_b``/``map_a``/``map_b`` (ACoL),
+        ``class_map``/``logits_b1``/``logits_b2``/``logits_c`` (SPG)."""
+        feats, early = self.features(images, early=self.method == "spg")
+        if self.method == "acol":
+            return self.heads(feats, labels, branch_b=True)
+        if self.method == "spg":
+            return self.heads(feats, early)
+        return {"logits": self.heads(feats), "features": feats}
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits ``(B, K)``."""
+        feats, _ = self.features(images)
+        if self.method == "acol":
+            return self.heads(feats, branch_b=False)["logits"]
+        if self.method == "spg":
+            return self.heads(feats)["logits"]
+        return self.heads(feats)
+
+    @torch.no_grad()
+    def cams(self, images: Tensor, targets: Targets = None) -> Tensor:
+        """The method's own ``(B, h, w)`` maps at the feature resolution (eval mode, no grad).
+
+        ``targets=None`` uses the predicted class. Bring them to the input size with
+        :func:`fcam.cams.cam_to_size`; pass this method as ``cam=`` to :class:`fcam.FCAM`.
+        """
+        check_images(images)
+        with frozen(self, requires_grad=True):
+            feats, _ = self.features(images)
+            rows = torch.arange(images.shape[0], device=images.device)
+            if self.method == "acol":
+                wanted = self._targets(targets, images, lambda: self.heads(feats, branch_b=False)["logits"])
+                return self.heads.cams(feats, wanted).float()
+            if self.method == "spg":
+                class_map = self.heads(feats)["class_map"]
+                wanted = self._targets(targets, images, lambda: class_map.mean(dim=(-2, -1)))
+                return class_map[rows, wanted].float()
+            fc = self.heads[-1]
+            wanted = self._targets(targets, images, lambda: self.heads(feats))
+            weights = fc.weight[wanted][:, :, None, None]
+            return (weights * feats).mean(dim=1).float()
+
+    def _targets(self, targets: Targets, images: Tensor, logits: Any) -> Tensor:
+        num_classes = int(self.num_classes)
+        parsed = parse_targets(targets, images.shape[0], num_classes)
+        return logits().argmax(1) if parsed is None else parsed.to(images.device)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the heads."""
+        if self.method == "acol":
+            return int(self.heads.head_a[-1].out_channels)
+        if self.method == "spg":
+            return int(self.heads.class_map.out_channels)
+        return int(self.heads[-1].out_features)
+
+
+def build(
+    model: nn.Module,
+    method: str,
+    num_classes: int,
+    *,
+    feature_layer: nn.Module | str | None = None,
+    input_size: tuple[int, int] | None = None,
+    width: int = 1024,
+    acol_threshold: float = 0.7,
+    adl_drop_rate: float = 0.75,
+    adl_drop_threshold: float = 0.9,
+    adl_layers: Sequence[str] | None = None,
+    seed: int = 0,
+) -> WSOLModel:
+    """Turn a CNN classifier into a WSOL model for ``method`` (heads in the module docstring).
+
+    The model is deep-copied (the original is never modified); the new heads are initialised
+    from ``seed`` without touching the global RNG.
+
+    Example:
+        >>> net = torchvision.models.resnet18(weights=None)
+        >>> built = build(net, "acol", num_classes=3, width=16)
+        >>> built(torch.rand(2, 3, 64, 64)).shape, built.target_layer
+        (torch.Size([2, 3]), 'backbone.layer4')
+        >>> built.cams(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 2, 2])
+
+    Args:
+        model: any CNN classifier (torchvision or not).
+        method: one of :func:`available`.
+        num_classes: number of classes of the new heads.
+        feature_layer: the layer whose output feeds the heads (module or dotted name of
+            ``model``); default the last spatial layer that is not an adaptive pooling.
+        input_size: ``(H, W)`` of the probe forward that measures the layers (default: the
+            first size the model accepts, see :func:`fcam.core.probe_structure`).
+        width: hidden width of ACoL's and SPG's heads (1024 in wsolevaluation).
+        acol_threshold: ACoL's erasing threshold in ``[0, 1]``.
+        adl_drop_rate, adl_drop_threshold: ADL's options in ``[0, 1]`` (0.75, 0.9).
+        adl_layers: dotted names in ``model`` after which ADL runs (default: the last two
+            stages).
+        seed: seed of the new heads' initialisation.
+
+    Returns:
+        The :class:`WSOLModel` (on the model's device, in training mode as the model was).
+
+    Raises:
+        TypeError, ValueError: unknown method, bad number, a model without spatial layers.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
+    key = check_method(method)
+    check_int(num_classes, "num_classes")
+    check_int(width, "width")
+    adl_options = {"drop_rate": adl_drop_rate, "drop_threshold": adl_drop_threshold}
+    ADL(**adl_options)  # validates both options for every method
+    AcolHeads(1, 1, 1, acol_threshold)  # validates the threshold
+    probe = probe_structure(model, input_size, first_conv_channels(model))
+    name = _feature_layer(model, probe) if feature_layer is None else resolve_layer(model, feature_layer)[0]
+    pyramid = discover_pyramid(model, name, probe=probe)
+    early = next((s for s in pyramid.skips if s is not None), None)
+    if early is None:
+        raise ValueError(f"`model` has no stage before feature layer {name!r}")
+    channels, early_channels = pyramid.head.channels, early.channels
+    if adl_layers is None:
+        adl_layers = [early.name, name] if key == "adl" else []
+    else:
+        adl_layers = [resolve_layer(model, layer)[0] for layer in adl_layers] if key == "adl" else []
+    param = next(iter(model.parameters()), None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if key == "acol":
+            heads: nn.Module = AcolHeads(channels, num_classes, width, acol_threshold)
+        elif key == "spg":
+            heads = SPGHeads(early_channels, channels, num_classes, width)
+        else:
+            heads = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(channels, num_classes))
+    if param is not None:
+        heads.to(param.device, param.dtype)
+    built = WSOLModel(copy.deepcopy(model), key, name, early.name, heads, adl_layers, adl_options)
+    built.train(model.training)
+    logger.info("wsol.build: %s on %s (features %s, early stage %s)", key, type(model).__name__, name, early.name)
+    return built
