@@ -1,0 +1,183 @@
+"""WSOL methods on SyntheticWSOL: PxAP, MaxBoxAccV2 and MaxBoxAcc in the style of F-CAM's table.
+
+For every method of :func:`fcam.wsol.available` one classifier (a torchvision resnet18 cut at
+``--feature-layer``, random init) is trained with :func:`fcam.wsol.train` on the synthetic
+training split, then scored on the test split (GT-known protocol, :mod:`fcam.evaluation`):
+
+* the method's own CAM (``built.cams``) brought to the input size with
+  :func:`fcam.cams.cam_to_size` (bilinear, min-max);
+* F-CAM trained on those seeds (``FCAM(built, built.target_layer, cam=built.cams)``);
+* the center baseline (:func:`fcam.wsol.center_baseline`) and the FSL baseline
+  (:func:`fcam.wsol.fsl_baseline`, k images per class with full masks, on the CAM classifier);
+* a "best WSOL + F-CAM" row (the method whose F-CAM has the highest PxAP).
+
+It also times one training step of every method against plain CE training ("cam") on the
+same batch, alternating the methods round after round in this process, and reports the
+median ratio.
+
+Usage::
+
+    python benchmarks/wsol_table.py --out /tmp/wsol_table.json          # default settings
+    python benchmarks/wsol_table.py --quick                              # smoke run (~2 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from typing import Any
+
+import torch
+import torchvision
+from torch.utils.data import DataLoader, Subset
+
+from fcam import FCAM
+from fcam.cams import cam_to_size
+from fcam.data import SyntheticWSOL
+from fcam.evaluation import evaluate_localization, fcam_map_fn
+from fcam.wsol import available, build, center_baseline, fsl_baseline, make_optimizer, train, train_step
+
+logger = logging.getLogger("wsol_table")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--feature-layer", default="layer3")
+    p.add_argument("--width", type=int, default=256, help="hidden width of ACoL/SPG heads")
+    p.add_argument("--n-train", type=int, default=448)
+    p.add_argument("--n-test", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--fcam-train", type=int, default=192)
+    p.add_argument("--fcam-epochs", type=int, default=3)
+    p.add_argument("--fcam-batch-size", type=int, default=8)
+    p.add_argument("--fsl-k", type=int, default=5)
+    p.add_argument("--fsl-epochs", type=int, default=30)
+    p.add_argument("--timing-rounds", type=int, default=6)
+    p.add_argument("--methods", default=",".join(available()))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--interval", type=float, default=0.001, help="cam_curve_interval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
+    args = p.parse_args()
+    if args.quick:
+        args.n_train, args.n_test, args.epochs, args.fcam_train = 64, 20, 1, 16
+        args.fcam_epochs, args.fsl_k, args.fsl_epochs, args.timing_rounds = 1, 1, 1, 1
+        args.width = 32
+    return args
+
+
+def scores_row(name: str, scores: Any) -> dict[str, Any]:
+    return {"row": name, "pxap": scores.pxap, "maxboxacc_v2": scores.maxboxacc_v2,
+            "maxboxacc": scores.maxboxacc, "accuracy": scores.classification_acc}
+
+
+def own_cam_map_fn(built: Any):
+    def map_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return cam_to_size(built.cams(images, labels), tuple(images.shape[-2:]))
+    return map_fn
+
+
+def time_steps(models: dict[str, Any], batch: dict[str, torch.Tensor], rounds: int) -> dict[str, float]:
+    """Median seconds of one training step per method, methods alternated every round."""
+    optimizers = {m: make_optimizer(model, 1e-4) for m, model in models.items()}
+    gens = {m: torch.Generator().manual_seed(0) for m in models}
+    times: dict[str, list[float]] = {m: [] for m in models}
+    images, labels = batch["image"], batch["label"]
+    for model in models.values():
+        model.train()
+    for m, model in models.items():  # warm-up
+        train_step(model, images, labels, m, optimizers[m], gens[m])
+    for _ in range(rounds):
+        for m, model in models.items():
+            start = time.perf_counter()
+            train_step(model, images, labels, m, optimizers[m], gens[m])
+            times[m].append(time.perf_counter() - start)
+    for model in models.values():
+        model.eval()
+    return {m: statistics.median(t) for m, t in times.items()}
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    methods = args.methods.split(",")
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    train_set = SyntheticWSOL(args.n_train, size=args.size, seed=args.seed, split="train")
+    test_set = SyntheticWSOL(args.n_test, size=args.size, seed=args.seed, split="test")
+    test_loader = DataLoader(test_set, batch_size=50)
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(args.seed))
+    fcam_loader = DataLoader(Subset(train_set, range(min(args.fcam_train, args.n_train))),
+                             batch_size=args.fcam_batch_size, shuffle=True, drop_last=True,
+                             generator=torch.Generator().manual_seed(args.seed))
+    evaluate = dict(cam_curve_interval=args.interval, progress=False)
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+    models: dict[str, Any] = {}
+    for method in methods:
+        torch.manual_seed(args.seed)
+        base = torchvision.models.get_model(args.arch, weights=None)
+        built = build(base, method, train_set.num_classes,
+                      feature_layer=args.feature_layer, width=args.width, seed=args.seed)
+        t0 = time.time()
+        history = train(built, loader, method, epochs=args.epochs, lr=args.lr, progress=False,
+                        seed=args.seed)
+        train_s = time.time() - t0
+        own = evaluate_localization(own_cam_map_fn(built), built, test_loader, **evaluate)
+        rows.append({**scores_row(f"{method}", own), "train_s": round(train_s),
+                     "train_loss": history[-1]["loss"]})
+        t0 = time.time()
+        fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed)
+        fc.fit(fcam_loader, epochs=args.fcam_epochs, progress=False)
+        fcam_s = time.time() - t0
+        with_fcam = evaluate_localization(fcam_map_fn(fc), built, test_loader, **evaluate)
+        rows.append({**scores_row(f"{method} + F-CAM", with_fcam), "fit_s": round(fcam_s)})
+        logger.info("%s: %s | %s (%.0f s)", method, rows[-2], rows[-1], time.time() - started)
+        models[method] = built
+    center = evaluate_localization(
+        lambda images, labels: center_baseline(images.shape[0], tuple(images.shape[-2:])),
+        None, test_loader, **evaluate)
+    rows.append(scores_row("center baseline", center))
+    encoder = models.get("cam", next(iter(models.values())))
+    fsl = fsl_baseline(encoder, train_set, encoder.target_layer, k=args.fsl_k,
+                       epochs=args.fsl_epochs, progress=False, seed=args.seed)
+    rows.append({**scores_row(f"FSL baseline (k={args.fsl_k}/class)",
+                              evaluate_localization(fcam_map_fn(fsl), encoder, test_loader, **evaluate))})
+    fcam_rows = [r for r in rows if r["row"].endswith("+ F-CAM")]
+    best = max(fcam_rows, key=lambda r: r["pxap"])
+    rows.append({**best, "row": f"best WSOL + F-CAM ({best['row']})"})
+    batch = next(iter(DataLoader(train_set, batch_size=args.batch_size)))
+    step_s = time_steps(models, batch, args.timing_rounds)
+    base_s = step_s.get("cam")
+    overheads = {m: {"step_s": s, "overhead_pct": None if base_s is None else 100 * (s / base_s - 1)}
+                 for m, s in step_s.items()}
+    print(f"\nWSOL table: SyntheticWSOL {args.size} px, {args.arch} cut at {args.feature_layer}, "
+          f"{args.n_train} train / {args.n_test} test images, {args.epochs} epochs, "
+          f"wall {time.time() - started:.0f} s\n")
+    print("| method | PxAP | MaxBoxAccV2 | MaxBoxAcc | accuracy |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        acc = "" if r["accuracy"] is None else f"{r['accuracy']:.1f}"
+        print(f"| {r['row']} | {r['pxap']:.1f} | {r['maxboxacc_v2']:.1f} | {r['maxboxacc']:.1f} | {acc} |")
+    print("\n| method | step s | overhead vs CE |")
+    print("|---|---:|---:|")
+    for m, o in overheads.items():
+        pct = "" if o["overhead_pct"] is None else f"{o['overhead_pct']:+.1f} %"
+        print(f"| {m} | {o['step_s']:.3f} | {pct} |")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump({"settings": settings, "rows": rows, "overheads": overheads,
+                       "wall_s": time.time() - started}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
