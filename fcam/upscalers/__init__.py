@@ -5,16 +5,21 @@
 - :class:`UNetDecoder` (``"unet"``, F-CAM's published decoder) and :class:`LiteUNetDecoder`
   (``"unet-lite"``, 1×1 lateral projections, ~5× fewer MACs), built by :func:`build_upscaler`,
   map them to 2-channel logits at the input resolution.
+- :class:`DPTDecoder` (``"dpt"``) reassembles the single token grid of a plain ViT at four
+  strides with learned resampling and adds an image-guidance stem; :func:`build_upscaler` picks
+  it for such pyramids whatever the requested name (see ``docs/concepts/transformers.md``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from torch import nn
 
 from fcam.core.hooks import capture_features
 from fcam.core.layers import PROBE_SIZE
+from fcam.upscalers.dpt import DPTDecoder, Reassemble
 from fcam.upscalers.lite_unet import LiteDecoderBlock, LiteUNetDecoder
 from fcam.upscalers.pyramid import FeatureLevel, Pyramid, discover_pyramid, module_name
 from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
@@ -22,11 +27,13 @@ from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
 __all__ = [
     "DEFAULT_WIDTHS",
     "PROBE_SIZE",
+    "DPTDecoder",
     "DecoderBlock",
     "FeatureLevel",
     "LiteDecoderBlock",
     "LiteUNetDecoder",
     "Pyramid",
+    "Reassemble",
     "UNetDecoder",
     "available",
     "build_upscaler",
@@ -35,7 +42,13 @@ __all__ = [
     "module_name",
 ]
 
-_UPSCALERS = {"unet": UNetDecoder, "unet-lite": LiteUNetDecoder}
+logger = logging.getLogger(__name__)
+
+_UPSCALERS: dict[str, type[nn.Module]] = {
+    "unet": UNetDecoder,
+    "unet-lite": LiteUNetDecoder,
+    "dpt": DPTDecoder,
+}
 
 
 def available() -> list[str]:
@@ -46,9 +59,16 @@ def available() -> list[str]:
 def build_upscaler(name: str, pyramid: Pyramid, widths: Sequence[int] = DEFAULT_WIDTHS) -> nn.Module:
     """Build the decoder called ``name`` for ``pyramid``.
 
+    A pyramid whose features are read at another stride than their own (a plain ViT:
+    :attr:`Pyramid.resampled`) always gets the :class:`DPTDecoder`, the only decoder with
+    learned resampling and image guidance; the choice is logged.
+
     Raises:
         ValueError: for an unknown name.
     """
     if name not in _UPSCALERS:
         raise ValueError(f"upscaler must be one of {available()}, got {name!r}")
+    if pyramid.resampled and name != "dpt":
+        logger.info("upscaler %r: single-grid token model, using the 'dpt' decoder", name)
+        name = "dpt"
     return _UPSCALERS[name](pyramid, widths=widths)

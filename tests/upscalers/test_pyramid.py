@@ -6,8 +6,6 @@ import pytest
 import torch
 import torchvision.models as tvm
 from torch import nn
-from torchvision.models.swin_transformer import SwinTransformer
-from torchvision.models.vision_transformer import VisionTransformer
 
 from fcam.upscalers import Pyramid, capture_features, discover_pyramid
 
@@ -82,19 +80,6 @@ def test_no_pyramid_error_says_how_to_pass_skips() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Flatten())
     with pytest.raises(ValueError, match="skips="):
         discover_pyramid(model, "0")
-
-
-def test_transformers_are_refused() -> None:
-    vit = VisionTransformer(
-        image_size=32, patch_size=16, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8
-    )
-    with pytest.raises(ValueError, match="vision transformer"):
-        discover_pyramid(vit, "conv_proj")
-    swin = SwinTransformer(
-        patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=[2, 2]
-    )
-    with pytest.raises(ValueError, match="vision transformer"):
-        discover_pyramid(swin, "features")
 
 
 def test_capture_clones_before_inplace_relu() -> None:
