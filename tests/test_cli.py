@@ -486,6 +486,7 @@ def test_explain_with_model_weights_and_cam(
 
 
 # ------------------------------------------------------------------------------ fit
+@pytest.mark.slow
 def test_fit_on_image_folder_with_checkpoints_and_resume(
     assets: dict[str, Path], folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"mean": spec.mean, "std": spec.std, "seed": args.seed}
     if args.crf_weight is not None:
         options["crf_weight"] = args.crf_weight
-    with user_input("--target-layer"):
+    with user_input("F-CAM for this classifier"):
         fc = FCAM(model, target_layer=spec.target_layer, cam=args.cam, **options)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.stem + "-checkpoints")
     torch.manual_seed(args.seed)

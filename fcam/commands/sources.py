@@ -150,7 +150,8 @@ class MapSource:
         else:
             from fcam.cams import create
 
-            with user_input("--target-layer"):
+            layer = f" --target-layer {spec.target_layer}" if spec.target_layer else ""
+            with user_input(f"--cam {cam}{layer}"):
                 self.extractor = create(str(cam), model, spec.target_layer)
             self.label = f"{cam} (interpolated)"
 
