@@ -14,6 +14,7 @@ from typing import Any
 
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.validation import check_int, check_number
+from fcam.losses.crf import CRF_NORMALIZATIONS
 from fcam.upscalers import DEFAULT_WIDTHS
 
 __all__ = ["CRF_REFERENCE_PIXELS", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig", "SeedOptions"]
@@ -70,7 +71,13 @@ class FCAMConfig:
         sigma_rgb: CRF colour bandwidth (RGB in [0, 255]).
         sigma_xy: CRF spatial bandwidth in pixels.
         crf_scale: evaluate the CRF on images downscaled by this factor in (0, 1].
+        crf_normalize: ``None`` (published CRF) or ``"affinity"``: every image's affinity is
+            scaled to unit mean entry (:func:`fcam.losses.dense_crf_loss`), so the CRF's
+            strength no longer depends on the image's colour statistics or clutter.
         size_weight: weight of the size log-barrier (paper: 0.1).
+        size_min_share: ``None`` (published log-barrier on absolute sizes, which pushes every
+            map towards a 50/50 split) or the minimal share of each class, enforced by a
+            penalty that is zero while it holds (:func:`fcam.losses.size_loss`).
         seed_weight: weight of the seed cross-entropy (paper: 1.0).
         init_t, max_t, mulcoef: log-barrier schedule (paper: 1, 10, 1.01 per epoch).
         seeds: seed sampling (:class:`SeedOptions`).
@@ -96,7 +103,9 @@ class FCAMConfig:
     sigma_rgb: float = 15.0
     sigma_xy: float = 100.0
     crf_scale: float = 1.0
+    crf_normalize: str | None = None
     size_weight: float = 0.1
+    size_min_share: float | None = None
     seed_weight: float = 1.0
     init_t: float = 1.0
     max_t: float = 10.0
@@ -115,6 +124,13 @@ class FCAMConfig:
         for name in ("sigma_rgb", "sigma_xy", "init_t", "max_t", "mulcoef"):
             set_(self, name, check_number(getattr(self, name), name, positive=True))
         set_(self, "crf_scale", check_number(self.crf_scale, "crf_scale", positive=True, maximum=1.0))
+        if self.crf_normalize not in CRF_NORMALIZATIONS:
+            raise ValueError(
+                f"crf_normalize must be one of {list(CRF_NORMALIZATIONS)}, got {self.crf_normalize!r}"
+            )
+        if self.size_min_share is not None:
+            set_(self, "size_min_share",
+                 check_number(self.size_min_share, "size_min_share", positive=True, maximum=0.5))
         if not isinstance(self.upscaler, str):
             raise TypeError(f"upscaler must be a name, got {type(self.upscaler).__name__}")
         widths = tuple(self.widths) if not isinstance(self.widths, (int, str)) else ()

@@ -19,6 +19,7 @@ from fcam.core.layers import OutputFn, first_conv_channels, probe_structure, res
 from fcam.core.references import import_reference, reference_of
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
+from fcam.core.tokens import default_target_layer
 from fcam.core.validation import check_images, check_maps, check_stats
 from fcam.explainer.adapters import CamFn, wrap_cam
 from fcam.explainer.checkpoint import (
@@ -35,6 +36,10 @@ from fcam.upscalers import Pyramid, build_upscaler, discover_pyramid
 __all__ = ["FCAM", "NotFittedError"]
 
 logger = logging.getLogger(__name__)
+
+# Key of the input images in the feature dicts handed to decode() (no module has this name);
+# decoders with ``needs_images = True`` (image guidance, fcam.upscalers.DPTDecoder) read them.
+_IMAGES = "<images>"
 
 
 class NotFittedError(ValueError, RuntimeError):
@@ -109,7 +114,7 @@ class FCAM:
         # One probe forward answers every structural question: layer, pyramid, class count.
         probe = probe_structure(model, cfg.input_size, self.in_channels)
         if target_layer is None:
-            target_layer = probe.last_spatial()
+            target_layer = default_target_layer(model, probe)[0]
             logger.info("FCAM: target_layer=None, using %r", target_layer)
         self.target_name, _ = resolve_layer(model, target_layer)
         self.pyramid = discover_pyramid(model, self.target_name, skips, probe=probe)
@@ -145,9 +150,11 @@ class FCAM:
         return FCAMLoss(
             seed=SeedLoss(),
             crf=DenseCRFLoss(
-                sigma_rgb=c.sigma_rgb, sigma_xy=c.sigma_xy, weight=c.crf_weight, scale=c.crf_scale
+                sigma_rgb=c.sigma_rgb, sigma_xy=c.sigma_xy, weight=c.crf_weight, scale=c.crf_scale,
+                normalize=c.crf_normalize,
             ),
-            size=SizeLoss(weight=c.size_weight, init_t=c.init_t, max_t=c.max_t, mulcoef=c.mulcoef),
+            size=SizeLoss(weight=c.size_weight, init_t=c.init_t, max_t=c.max_t, mulcoef=c.mulcoef,
+                          min_share=c.size_min_share),
             seed_weight=c.seed_weight,
         )
 
@@ -164,6 +171,7 @@ class FCAM:
         """The pyramid features of ``images`` from one no-grad classifier forward."""
         with capture_features(self.model, self.pyramid.names) as feats, torch.no_grad():
             self.model(images)
+        feats[_IMAGES] = images.detach()
         return feats
 
     def cam_and_features(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -189,12 +197,21 @@ class FCAM:
             feats = self.features(images)
         raw = check_maps(torch.as_tensor(raw, device=images.device), images.shape[0], "cam output")
         raw = torch.nan_to_num(raw.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        return cam_to_size(raw, tuple(images.shape[-2:])), dict(feats)
+        feats = dict(feats)
+        feats[_IMAGES] = images.detach()
+        return cam_to_size(raw, tuple(images.shape[-2:])), feats
 
     def decode(self, decoder: nn.Module, feats: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:
-        """Decoder logits ``(B, 2, H, W)`` from captured pyramid features."""
-        head = feats[self.pyramid.head.name]
-        skips = [feats[s.name] if s is not None else None for s in self.pyramid.skips]
+        """Decoder logits ``(B, 2, H, W)`` from captured pyramid features.
+
+        Each feature is converted to ``(N, C, h, w)`` from its recorded layout
+        (:meth:`fcam.upscalers.Pyramid.maps`: Swin's channels-last stages, ViT tokens); a
+        decoder with ``needs_images = True`` also gets ``images=`` (the classifier's input,
+        stored in ``feats`` by :meth:`features` and :meth:`cam_and_features`).
+        """
+        head, skips = self.pyramid.maps(feats, size)
+        if getattr(getattr(decoder, "module", decoder), "needs_images", False):
+            return decoder(head, skips, size, images=feats.get(_IMAGES))
         return decoder(head, skips, size)
 
     # ------------------------------------------------------------------ explain

@@ -149,14 +149,15 @@ class _QuadraticCRF(torch.autograd.Function):
     """Value ``c · Σ_k S_kᵀ (W T − W S_k)`` with ``T = Σ_l S_l``; gradient ``2c (W T − W S_k)``.
 
     ``filtered`` = ``W S`` is computed outside (it needs no gradient) and saved for backward.
+    ``scale`` is a float or a per-image (B, 1, 1, 1) tensor without gradient.
     """
 
     @staticmethod
-    def forward(ctx: Any, probs: Tensor, filtered: Tensor, scale: float) -> Tensor:
+    def forward(ctx: Any, probs: Tensor, filtered: Tensor, scale: float | Tensor) -> Tensor:
         others = filtered.sum(dim=1, keepdim=True) - filtered
         ctx.save_for_backward(others)
         ctx.scale = scale
-        return scale * (probs * others).sum()
+        return (scale * probs * others).sum()
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, None]:
@@ -175,8 +176,16 @@ def dense_crf_loss(
     weight: float = DEFAULT_CRF_WEIGHT,
     scale: float = 1.0,
     exact: bool = False,
+    normalize: str | None = None,
 ) -> Tensor:
     """Dense-CRF loss ``λ/B Σ_b Σ_k S_bkᵀ W_b (1 − S_bk)`` with a bilateral Gaussian ``W``.
+
+    With ``normalize="affinity"`` each image's affinity is divided by its mean entry,
+    ``W_b ← W_b · N² / (1ᵀ W_b 1)`` (N pixels): the loss becomes ``λ N²/B`` times the *share*
+    of the image's affinity mass that the labelling cuts, so its balance with the other terms
+    no longer depends on how much of the image looks alike (plain vs cluttered backgrounds,
+    colour statistics); the ``N²`` factor keeps the pixel-pair scale, so a weight rescaled by
+    ``(224² / N)²`` (as :class:`fcam.FCAM` does) still makes it independent of the image size.
 
     Args:
         images: (B, 3, H, W) RGB floats in [0, 255] (not ImageNet-normalised). No gradient.
@@ -188,6 +197,8 @@ def dense_crf_loss(
             probabilities with ``bilinear`` (align_corners=False), and ``σ_xy`` becomes
             ``σ_xy · scale``, as in the original code.
         exact: brute-force ``W S`` (quadratic cost: small images only) instead of the grid.
+        normalize: ``None`` (the published, unnormalised loss) or ``"affinity"`` (per-image
+            unit mean affinity, see above). The normaliser depends on the image only.
 
     Returns:
         Scalar loss (non-negative for ``weight >= 0``), differentiable w.r.t. ``probs``.
@@ -209,14 +220,36 @@ def dense_crf_loss(
     sigma_xy = check_number(sigma_xy, "sigma_xy", positive=True)
     scale = check_number(scale, "scale", positive=True, maximum=1.0)
     check_number(weight, "weight")
+    normalize = _check_normalize(normalize)
 
     if scale != 1.0:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
         probs = F.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False)
         sigma_xy = sigma_xy * scale
+    batch, classes = probs.shape[:2]
+    coef: float | Tensor = weight / batch
     with torch.no_grad():
-        filtered = _filter(images, probs, sigma_rgb, sigma_xy, exact)
-    return _QuadraticCRF.apply(probs, filtered, weight / probs.shape[0])
+        if normalize is None:
+            filtered = _filter(images, probs, sigma_rgb, sigma_xy, exact)
+        else:
+            # One more channel of ones gives W·1, hence the mass 1ᵀW1 of every image.
+            ones = torch.ones_like(probs[:, :1])
+            both = _filter(images, torch.cat((probs, ones), 1), sigma_rgb, sigma_xy, exact)
+            filtered = both[:, :classes]
+            pixels = probs.shape[2] * probs.shape[3]
+            mass = both[:, classes:].sum(dim=(1, 2, 3)).clamp_min(torch.finfo(probs.dtype).tiny)
+            coef = (weight / batch * pixels**2 / mass).view(batch, 1, 1, 1)
+    return _QuadraticCRF.apply(probs, filtered, coef)
+
+
+#: Values of the ``normalize`` option of :func:`dense_crf_loss`.
+CRF_NORMALIZATIONS = (None, "affinity")
+
+
+def _check_normalize(normalize: str | None) -> str | None:
+    if normalize not in CRF_NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {list(CRF_NORMALIZATIONS)}, got {normalize!r}")
+    return normalize
 
 
 class DenseCRFLoss(nn.Module):
@@ -228,6 +261,8 @@ class DenseCRFLoss(nn.Module):
         weight: λ (default 1e-9, the published 2e-9 rescaled to the exact kernel).
         scale: optional downscaling factor in (0, 1].
         exact: use the brute-force oracle (small images only).
+        normalize: ``None`` (published loss) or ``"affinity"`` (each image's affinity scaled
+            to unit mean entry; see :func:`dense_crf_loss`).
 
     Example:
         >>> crf = DenseCRFLoss(weight=1e-9)
@@ -238,18 +273,19 @@ class DenseCRFLoss(nn.Module):
 
     def __init__(self, sigma_rgb: float = 15.0, sigma_xy: float = 100.0,
                  weight: float = DEFAULT_CRF_WEIGHT, scale: float = 1.0,
-                 exact: bool = False) -> None:
+                 exact: bool = False, normalize: str | None = None) -> None:
         super().__init__()
         self.sigma_rgb = check_number(sigma_rgb, "sigma_rgb", positive=True)
         self.sigma_xy = check_number(sigma_xy, "sigma_xy", positive=True)
         self.scale = check_number(scale, "scale", positive=True, maximum=1.0)
         self.weight = check_number(weight, "weight")
         self.exact = bool(exact)
+        self.normalize = _check_normalize(normalize)
 
     def forward(self, images: Tensor, probs: Tensor) -> Tensor:
         return dense_crf_loss(images, probs, self.sigma_rgb, self.sigma_xy, self.weight,
-                              self.scale, self.exact)
+                              self.scale, self.exact, self.normalize)
 
     def extra_repr(self) -> str:
         return (f"sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, weight={self.weight:g}, "
-                f"scale={self.scale}, exact={self.exact}")
+                f"scale={self.scale}, exact={self.exact}, normalize={self.normalize!r}")

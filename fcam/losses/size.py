@@ -145,7 +145,8 @@ class LogBarrier(nn.Module):
         return repr(self.schedule)
 
 
-def size_loss(probs: Tensor, t: float | Tensor, weight: float = 0.1) -> Tensor:
+def size_loss(probs: Tensor, t: float | Tensor, weight: float = 0.1,
+              min_share: float | None = None) -> Tensor:
     """Absolute-size constraint: both classes must keep a positive pixel mass.
 
     .. math::
@@ -156,10 +157,25 @@ def size_loss(probs: Tensor, t: float | Tensor, weight: float = 0.1) -> Tensor:
     ``λ · ½ [mean_b ψ_t(−size_bg) + mean_b ψ_t(−size_fg)]``; sizes are absolute sums, not
     fractions.
 
+    With ``min_share=m`` the constraint becomes "each class covers at least a share ``m`` of
+    the image", enforced by a penalty that is **zero** while it holds (``t`` is then unused):
+
+    .. math::
+        \\mathcal{L} = \\lambda \\frac{1}{K} \\sum_{k} \\frac{1}{B} \\sum_{b}
+        \\Big(\\frac{\\max(0,\\, m - \\bar S_{bk})}{m}\\Big)^2,
+        \\qquad \\bar S_{bk} = \\frac{1}{HW}\\sum_i S_{bki}.
+
+    The log-barrier's gradient ``-λ/(2Bt · size_k)`` per pixel never vanishes: it pushes every
+    pixel towards the smaller class, i.e. towards a 50/50 split, with a total force comparable
+    to the seeds' once the seeds are fitted. The penalty form only acts near a collapse (see
+    docs/concepts/fcam.md).
+
     Args:
         probs: (B, K, H, W) probabilities (softmax over K), K >= 2.
         t: barrier sharpness.
         weight: λ.
+        min_share: ``None`` (published barrier on absolute sizes) or the minimal share in
+            (0, 0.5] of each class (zero-inside penalty).
 
     Returns:
         Scalar loss.
@@ -168,10 +184,22 @@ def size_loss(probs: Tensor, t: float | Tensor, weight: float = 0.1) -> Tensor:
         >>> probs = torch.full((1, 2, 4, 4), 0.5)
         >>> size_loss(probs, 1.0, weight=1.0)  # -log(8)
         tensor(-2.0794)
+        >>> size_loss(probs, 1.0, weight=1.0, min_share=0.05)  # both shares >= 5 %
+        tensor(0.)
     """
     probs = check_probs(probs)
+    min_share = _check_min_share(min_share)
+    if min_share is not None:
+        shares = probs.mean(dim=(2, 3))
+        return weight * (torch.relu(min_share - shares) / min_share).square().mean(dim=0).mean()
     sizes = probs.sum(dim=(2, 3))
     return weight * log_barrier(-sizes, t).mean(dim=0).mean()
+
+
+def _check_min_share(min_share: float | None) -> float | None:
+    if min_share is None:
+        return None
+    return check_number(min_share, "min_share", positive=True, maximum=0.5)
 
 
 class SizeLoss(nn.Module):
@@ -184,6 +212,8 @@ class SizeLoss(nn.Module):
         init_t: initial barrier sharpness.
         max_t: ceiling of ``t``.
         mulcoef: per-epoch factor of ``t``.
+        min_share: ``None`` (published log-barrier on absolute sizes) or the minimal share of
+            each class, enforced by a penalty that is zero while it holds (:func:`size_loss`).
 
     Example:
         >>> loss = SizeLoss()
@@ -193,10 +223,11 @@ class SizeLoss(nn.Module):
     """
 
     def __init__(self, weight: float = 0.1, init_t: float = 1.0, max_t: float = 10.0,
-                 mulcoef: float = 1.01) -> None:
+                 mulcoef: float = 1.01, min_share: float | None = None) -> None:
         super().__init__()
         self.weight = check_number(weight, "weight")
         self.barrier = LogBarrier(init_t, max_t, mulcoef)
+        self.min_share = _check_min_share(min_share)
 
     @property
     def t(self) -> float:
@@ -207,7 +238,7 @@ class SizeLoss(nn.Module):
         return self.barrier.step()
 
     def forward(self, probs: Tensor) -> Tensor:
-        return size_loss(probs, self.barrier.t, self.weight)
+        return size_loss(probs, self.barrier.t, self.weight, self.min_share)
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}"
+        return f"weight={self.weight}, min_share={self.min_share}"
