@@ -51,9 +51,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--width", type=int, default=256, help="hidden width of ACoL/SPG heads")
     p.add_argument("--n-train", type=int, default=448)
     p.add_argument("--n-test", type=int, default=150)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--head-lr-ratio", type=float, default=1.0,
+                   help="heads' lr / lr (10 in wsolevaluation, which fine-tunes ImageNet "
+                        "backbones; 1 here because the backbone trains from scratch)")
     p.add_argument("--fcam-train", type=int, default=192)
     p.add_argument("--fcam-epochs", type=int, default=3)
     p.add_argument("--fcam-batch-size", type=int, default=8)
@@ -130,7 +133,7 @@ def main() -> None:
                       feature_layer=args.feature_layer, width=args.width, seed=args.seed)
         t0 = time.time()
         history = train(built, loader, method, epochs=args.epochs, lr=args.lr, progress=False,
-                        seed=args.seed)
+                        seed=args.seed, head_lr_ratio=args.head_lr_ratio)
         train_s = time.time() - t0
         own = evaluate_localization(own_cam_map_fn(built), built, test_loader, **evaluate)
         rows.append({**scores_row(f"{method}", own), "train_s": round(train_s),
