@@ -90,7 +90,6 @@ def _write(paths: list[Path], heat: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fcam export``; returns the exit status."""
-    import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
@@ -107,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         logger.info("%d of %d images already exported: skipped", skipped, len(outputs))
     device = model_device(model)
-    loader = DataLoader(
-        _Pending(dataset, pending), batch_size=args.batch_size, num_workers=args.workers
+    loader: DataLoader[Any] = DataLoader(
+        _Pending(dataset, pending),  # type: ignore[arg-type]  # a map-style dataset
+        batch_size=args.batch_size,
+        num_workers=args.workers,
     )
     with MapSource(model, spec, args.checkpoint, args.cam) as source:
         map_fn = source.map_fn()
@@ -117,12 +118,11 @@ def run(args: argparse.Namespace) -> int:
         for batch in loader:
             images = batch["image"].to(device)
             targets = batch["label"].to(device) if args.target == "label" else None
-            if targets is not None and spec.num_classes is not None:
-                if int(targets.max()) >= spec.num_classes:
-                    raise UserError(
-                        f"--target label: label {int(targets.max())} out of range for a "
-                        f"classifier with {spec.num_classes} classes"
-                    )
+            if targets is not None and int(targets.max()) >= (spec.num_classes or 1 << 62):
+                raise UserError(
+                    f"--target label: label {int(targets.max())} out of range for a "
+                    f"classifier with {spec.num_classes} classes"
+                )
             maps = map_fn(images, targets).float().cpu()
             for index, heat in zip(batch["index"].tolist(), maps):
                 _write(outputs[index], heat)

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fcam.cams import cam_to_size, create
 from fcam.data import SyntheticWSOL, wsol_collate
-from fcam.cams import create
-from fcam.cams import cam_to_size
 from fcam.evaluation import (
     LocalizationScores,
     cam_map_fn,
@@ -112,22 +111,33 @@ class _DictOutput(nn.Module):
         return {"scores": self.inner(x), "embedding": x.mean((2, 3))}
 
 
+def _replay(maps: list[torch.Tensor], channel: bool = False) -> object:
+    """A map function returning the given maps in order (as (B, 1, H, W) with ``channel``)."""
+    it = iter(maps)
+
+    def map_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = next(it)
+        return out[:, None] if channel else out
+
+    return map_fn
+
+
 def test_any_classifier_output_and_no_classifier(dataset: SyntheticWSOL) -> None:
     loader = DataLoader(dataset, batch_size=4)
     masks = [b["mask"].float() for b in loader]
-    plain = _evaluate(lambda x, y, it=iter(masks): next(it), _ConstantLogits(), loader)
+    plain = _evaluate(_replay(masks), _ConstantLogits(), loader)
     via_dict = _evaluate(
-        lambda x, y, it=iter(masks): next(it),
+        _replay(masks),
         _DictOutput(),
         loader,
         output_fn=lambda out: out["scores"],
     )
     assert via_dict.to_dict() == plain.to_dict()
-    without = _evaluate(lambda x, y, it=iter(masks): next(it), None, loader)
+    without = _evaluate(_replay(masks), None, loader)
     assert without.pxap == plain.pxap and without.maxboxacc_v2 == plain.maxboxacc_v2
     assert without.top1_loc is None and without.classification_acc is None
     # A (B, 1, H, W) map is accepted as (B, H, W).
-    channel = _evaluate(lambda x, y, it=iter(masks): next(it)[:, None], None, loader)
+    channel = _evaluate(_replay(masks, channel=True), None, loader)
     assert channel.pxap == plain.pxap
 
 
