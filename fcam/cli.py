@@ -74,6 +74,16 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _sizes(args: argparse.Namespace | None) -> str:
+    """The options that set how much memory a run takes, as the user gave them."""
+    parts = [
+        f"{flag} {getattr(args, attr)}"
+        for flag, attr in (("--size", "size"), ("--image-size", "image_size"), ("--batch-size", "batch_size"))
+        if getattr(args, attr, None) is not None
+    ]
+    return f"(with {', '.join(parts)})" if parts else "(with the input sizes given)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fcam`` console script; returns the exit status.
 
@@ -83,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     verbose = 0
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -97,12 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fcam: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"fcam: error: out of memory {_sizes(args)}; lower them", file=sys.stderr)
+        return 2
     except OSError as exc:  # the user's files or disk: unreadable, unwritable, full
         if verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"fcam: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - a bug or an unexpected failure
+        if type(exc).__name__ == "OutOfMemoryError":  # torch's CUDA/MPS OOM, without importing torch
+            print(f"fcam: error: device out of memory {_sizes(args)}; lower them", file=sys.stderr)
+            return 2
         if verbose:
             traceback.print_exc(file=sys.stderr)
         hint = "" if verbose else " (run with -v for the traceback)"

@@ -664,3 +664,45 @@ def test_internal_errors_show_the_traceback_with_verbose(
     assert code == 1
     assert "Traceback (most recent call last)" in err
     assert "in forward" in err and "KeyError: 'logits'" in err
+
+
+# ------------------------------------------------------------------------------ bounds
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--size", "100000"), ("--size", "0"), ("--batch-size", "5000"), ("--num-classes", "-1")],
+)
+def test_numeric_options_are_bounded(
+    option: str, value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["export", "--data-root", str(tmp_path), "--model", "resnet18", "--out", str(tmp_path)]
+    code, _, err = _run(capsys, *argv, option, value)
+    _assert_one_line_error(code, err, option, "expected an integer in [")
+    assert code == 2
+
+
+class _Hungry(torch.nn.Module):
+    """A classifier whose forward runs out of memory."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, num_classes, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise MemoryError
+
+
+def test_out_of_memory_is_one_line_naming_the_sizes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "hungry_models.py").write_text(
+        "from test_cli import _Hungry\n\ndef build(num_classes=3):\n    return _Hungry(num_classes)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(image)
+    code, _, err = _run(capsys, "explain", str(image), "--model", "hungry_models:build",
+                        "--num-classes", "3", "--target-layer", "conv", "--cam", "gradcam",
+                        "--size", "64", "--out", str(tmp_path / "o"))  # fmt: skip
+    _assert_one_line_error(code, err, "out of memory", "--size 64")
+    assert code == 2

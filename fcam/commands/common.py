@@ -71,9 +71,24 @@ def number_type(
     return parse
 
 
-positive_int = number_type(int, lambda v: v >= 1, "a positive integer")
-non_negative_int = number_type(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = number_type(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+#: Upper bounds of the numeric options: a typo such as ``--size 100000`` must be refused up
+#: front, not end in an attempt to allocate tens of GB.
+MAX_SIZE = 4096
+MAX_COUNT = 1_000_000
+MAX_SEED = 2**32 - 1
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for integers in ``[low, high]``."""
+    return number_type(int, lambda v: low <= v <= high, f"an integer in [{low}, {high}]")
+
+
+positive_int = bounded_int(1, MAX_COUNT)
+size_int = bounded_int(1, MAX_SIZE)
+non_negative_int = bounded_int(0, MAX_SEED)
+positive_float = number_type(
+    float, lambda v: math.isfinite(v) and 0 < v <= 1e6, "a positive number <= 1e6"
+)
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -174,9 +189,11 @@ def add_dataset_args(p: argparse.ArgumentParser, *, metadata_required: bool = Fa
     p.add_argument(
         "--mask-root", type=Path, default=None, help="root of mask paths (default: --data-root)"
     )
-    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N")
     p.add_argument(
-        "--workers", type=non_negative_int, default=0, metavar="N", help="loader worker processes"
+        "--batch-size", type=size_int, default=32, metavar="N", help=f"default 32, at most {MAX_SIZE}"
+    )
+    p.add_argument(
+        "--workers", type=bounded_int(0, 256), default=0, metavar="N", help="loader worker processes"
     )
 
 

@@ -10,9 +10,11 @@ from typing import Any
 from fcam.commands.common import (
     add_common,
     cam_list,
+    MAX_SIZE,
     non_negative_int,
     positive_float,
     positive_int,
+    size_int,
 )
 
 
@@ -65,9 +67,9 @@ def register(sub: Any) -> None:
         p.add_argument(option, type=positive_int, metavar="N", help=f"{what} ({preset(attr)})")
     p.add_argument(
         "--image-size",
-        type=positive_int,
+        type=size_int,
         metavar="PX",
-        help=f"image side in pixels (default {full.image_size})",
+        help=f"image side in pixels, at most {MAX_SIZE} (default {full.image_size})",
     )
     p.add_argument(
         "--crf-weight",

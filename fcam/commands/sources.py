@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fcam.commands.common import UserError, float_list, positive_int, user_input
+from fcam.commands.common import MAX_SIZE, UserError, float_list, positive_int, size_int, user_input
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--size",
-        type=positive_int,
+        type=size_int,
         metavar="PX",
-        help="input side in pixels (default: the classifier file's input size, else 224)",
+        help=f"input side in pixels, at most {MAX_SIZE} (default: the classifier file's input "
+        "size, else 224)",
     )
     g.add_argument(
         "--mean",

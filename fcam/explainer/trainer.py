@@ -171,6 +171,7 @@ class Trainer:
         start, history = 0, list[dict[str, float]]()
         if resume and self.ckpt is not None and self.ckpt.is_file():
             start, history = self._restore(self.ckpt)
+            self.fc.history = history
             logger.info("resumed from %s at epoch %d", self.ckpt, start)
         elif resume:
             logger.info("resume=True but no checkpoint in %s: starting from scratch", self.ckpt)

@@ -175,3 +175,11 @@ def test_small_mistakes_name_the_argument() -> None:
         fc.explain(x, targets=[True, False], return_cam=True)
     with GradCAM(tiny(), "4") as cam, pytest.raises(ValueError, match="`size`"):
         cam.explain(x, size=16.5)  # type: ignore[arg-type]
+
+
+def test_resuming_a_finished_run_keeps_its_history(tmp_path: Path) -> None:
+    fc = make(tiny())
+    fc.fit(batches(), epochs=2, checkpoint_dir=tmp_path, progress=False)
+    again = make(tiny())
+    history = again.fit(batches(), epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert again.fitted and len(history) == 2 and again.history == history == fc.history
