@@ -209,17 +209,6 @@ def add_method_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
 
 
 # ------------------------------------------------------------------------------ writers
-def write_png(path: Path, array: np.ndarray) -> Path:
-    """Encode an ``(H, W, 3)`` or ``(H, W)`` uint8 array as PNG and write it atomically."""
-    from PIL import Image
-
-    from fcam.core.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def write_npy(path: Path, array: np.ndarray) -> Path:
     """``np.save`` an array to ``path`` atomically."""
     from fcam.core.io import atomic_write_bytes

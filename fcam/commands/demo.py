@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from fcam.commands.common import (
+    MAX_SIZE,
     add_common,
     cam_list,
-    MAX_SIZE,
     non_negative_int,
     positive_float,
     positive_int,

@@ -12,7 +12,6 @@ from fcam.commands.common import (
     add_method_args,
     make_dir,
     write_npy,
-    write_png,
 )
 from fcam.commands.sources import (
     ImageTransform,
@@ -21,6 +20,7 @@ from fcam.commands.sources import (
     load_classifier_args,
     read_image,
 )
+from fcam.core.io import atomic_write_png as write_png
 
 
 def register(sub: Any) -> None:

@@ -23,9 +23,9 @@ from fcam.commands.common import (
     map_formats,
     map_to_uint8,
     write_npy,
-    write_png,
 )
 from fcam.commands.sources import MapSource, add_model_args, load_classifier_args, open_dataset
+from fcam.core.io import atomic_write_png as write_png
 
 logger = logging.getLogger(__name__)
 

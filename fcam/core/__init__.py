@@ -20,15 +20,15 @@ from __future__ import annotations
 from fcam.core.boxes import resize_bbox
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.hooks import capture_features
-from fcam.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from fcam.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_png, atomic_write_text
 from fcam.core.layers import (
     PROBE_SIZE,
     ModelProbe,
     OutputFn,
+    declared_input_size,
     first_conv_channels,
     locate_target_layer,
     model_logits,
-    declared_input_size,
     probe_model,
     probe_structure,
     resolve_layer,
@@ -48,6 +48,7 @@ __all__ = [
     "Targets",
     "atomic_torch_save",
     "atomic_write_bytes",
+    "atomic_write_png",
     "atomic_write_text",
     "capture_features",
     "check_images",

@@ -16,7 +16,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "default_file_mode"]
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_png",
+    "atomic_write_text",
+    "default_file_mode",
+]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -80,4 +86,20 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_png(path: str | os.PathLike[str], pixels: Any) -> Path:
+    """Encode an ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG and write it atomically.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> target = Path(tempfile.mkdtemp()) / "x.png"
+        >>> atomic_write_png(target, np.zeros((2, 3, 3), dtype=np.uint8)).read_bytes()[:4]
+        b'\\x89PNG'
+    """
+    from PIL import Image  # deferred: keeps `import fcam.core` light
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())
