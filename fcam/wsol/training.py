@@ -210,11 +210,12 @@ def train(
         FloatingPointError: the loss became NaN or infinite.
     """
     key = check_method(method)
-    _check_model(model, key)
+    options = MethodOptions(**method_options)
     check_int(epochs, "epochs")
+    check_number(lr, "lr", positive=True)
     if max_steps is not None:
         check_int(max_steps, "max_steps")
-    options = MethodOptions(**method_options)
+    _check_model(model, key)
     if device is not None:
         model.to(torch.device(device))
     param = next(model.parameters())
