@@ -108,64 +108,49 @@ def time_steps(models: dict[str, Any], batch: dict[str, torch.Tensor], rounds: i
     return {m: statistics.median(t) for m, t in times.items()}
 
 
-def main() -> None:
-    args = parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    methods = args.methods.split(",")
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
-    train_set = SyntheticWSOL(args.n_train, size=args.size, seed=args.seed, split="train")
-    test_set = SyntheticWSOL(args.n_test, size=args.size, seed=args.seed, split="test")
-    test_loader = DataLoader(test_set, batch_size=50)
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(args.seed))
-    fcam_loader = DataLoader(Subset(train_set, range(min(args.fcam_train, args.n_train))),
-                             batch_size=args.fcam_batch_size, shuffle=True, drop_last=True,
-                             generator=torch.Generator().manual_seed(args.seed))
+def run_method(method: str, args: argparse.Namespace, loaders: dict[str, Any],
+               num_classes: int) -> tuple[Any, list[dict[str, Any]]]:
+    """Train one method, then score its own CAM and F-CAM on its seeds."""
+    torch.manual_seed(args.seed)
+    base = torchvision.models.get_model(args.arch, weights=None)
+    built = build(base, method, num_classes, feature_layer=args.feature_layer, width=args.width,
+                  seed=args.seed)
     evaluate = dict(cam_curve_interval=args.interval, progress=False)
-    started = time.time()
-    rows: list[dict[str, Any]] = []
-    models: dict[str, Any] = {}
-    for method in methods:
-        torch.manual_seed(args.seed)
-        base = torchvision.models.get_model(args.arch, weights=None)
-        built = build(base, method, train_set.num_classes,
-                      feature_layer=args.feature_layer, width=args.width, seed=args.seed)
-        t0 = time.time()
-        history = train(built, loader, method, epochs=args.epochs, lr=args.lr, progress=False,
-                        seed=args.seed, head_lr_ratio=args.head_lr_ratio)
-        train_s = time.time() - t0
-        own = evaluate_localization(own_cam_map_fn(built), built, test_loader, **evaluate)
-        rows.append({**scores_row(f"{method}", own), "train_s": round(train_s),
-                     "train_loss": history[-1]["loss"]})
-        t0 = time.time()
-        fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed)
-        fc.fit(fcam_loader, epochs=args.fcam_epochs, progress=False)
-        fcam_s = time.time() - t0
-        with_fcam = evaluate_localization(fcam_map_fn(fc), built, test_loader, **evaluate)
-        rows.append({**scores_row(f"{method} + F-CAM", with_fcam), "fit_s": round(fcam_s)})
-        logger.info("%s: %s | %s (%.0f s)", method, rows[-2], rows[-1], time.time() - started)
-        models[method] = built
+    t0 = time.time()
+    history = train(built, loaders["train"], method, epochs=args.epochs, lr=args.lr,
+                    progress=False, seed=args.seed, head_lr_ratio=args.head_lr_ratio)
+    train_s = time.time() - t0
+    own = evaluate_localization(own_cam_map_fn(built), built, loaders["test"], **evaluate)
+    t0 = time.time()
+    fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed)
+    fc.fit(loaders["fcam"], epochs=args.fcam_epochs, progress=False)
+    fcam_s = time.time() - t0
+    with_fcam = evaluate_localization(fcam_map_fn(fc), built, loaders["test"], **evaluate)
+    return built, [
+        {**scores_row(method, own), "train_s": round(train_s), "train_loss": history[-1]["loss"]},
+        {**scores_row(f"{method} + F-CAM", with_fcam), "fit_s": round(fcam_s)},
+    ]
+
+
+def baseline_rows(args: argparse.Namespace, train_set: Any, loaders: dict[str, Any],
+                  encoder: Any) -> list[dict[str, Any]]:
+    """The center baseline and the FSL baseline (decoder on ``encoder``, full masks)."""
+    evaluate = dict(cam_curve_interval=args.interval, progress=False)
     center = evaluate_localization(
         lambda images, labels: center_baseline(images.shape[0], tuple(images.shape[-2:])),
-        None, test_loader, **evaluate)
-    rows.append(scores_row("center baseline", center))
-    encoder = models.get("cam", next(iter(models.values())))
+        None, loaders["test"], **evaluate)
     fsl = fsl_baseline(encoder, train_set, encoder.target_layer, k=args.fsl_k,
                        epochs=args.fsl_epochs, progress=False, seed=args.seed)
-    rows.append({**scores_row(f"FSL baseline (k={args.fsl_k}/class)",
-                              evaluate_localization(fcam_map_fn(fsl), encoder, test_loader, **evaluate))})
-    fcam_rows = [r for r in rows if r["row"].endswith("+ F-CAM")]
-    best = max(fcam_rows, key=lambda r: r["pxap"])
-    rows.append({**best, "row": f"best WSOL + F-CAM ({best['row']})"})
-    batch = next(iter(DataLoader(train_set, batch_size=args.batch_size)))
-    step_s = time_steps(models, batch, args.timing_rounds)
-    base_s = step_s.get("cam")
-    overheads = {m: {"step_s": s, "overhead_pct": None if base_s is None else 100 * (s / base_s - 1)}
-                 for m, s in step_s.items()}
+    scores = evaluate_localization(fcam_map_fn(fsl), encoder, loaders["test"], **evaluate)
+    return [scores_row("center baseline", center),
+            scores_row(f"FSL baseline (k={args.fsl_k}/class)", scores)]
+
+
+def print_report(args: argparse.Namespace, rows: list[dict[str, Any]],
+                 overheads: dict[str, dict[str, Any]], wall_s: float) -> None:
     print(f"\nWSOL table: SyntheticWSOL {args.size} px, {args.arch} cut at {args.feature_layer}, "
           f"{args.n_train} train / {args.n_test} test images, {args.epochs} epochs, "
-          f"wall {time.time() - started:.0f} s\n")
+          f"wall {wall_s:.0f} s\n")
     print("| method | PxAP | MaxBoxAccV2 | MaxBoxAcc | accuracy |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
@@ -176,7 +161,39 @@ def main() -> None:
     for m, o in overheads.items():
         pct = "" if o["overhead_pct"] is None else f"{o['overhead_pct']:+.1f} %"
         print(f"| {m} | {o['step_s']:.3f} | {pct} |")
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    train_set = SyntheticWSOL(args.n_train, size=args.size, seed=args.seed, split="train")
+    test_set = SyntheticWSOL(args.n_test, size=args.size, seed=args.seed, split="test")
+    shuffle = dict(shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(args.seed))
+    loaders = {
+        "train": DataLoader(train_set, batch_size=args.batch_size, **shuffle),
+        "fcam": DataLoader(Subset(train_set, range(min(args.fcam_train, args.n_train))),
+                           batch_size=args.fcam_batch_size, **shuffle),
+        "test": DataLoader(test_set, batch_size=50),
+    }
+    rows: list[dict[str, Any]] = []
+    models: dict[str, Any] = {}
+    for method in args.methods.split(","):
+        models[method], method_rows = run_method(method, args, loaders, train_set.num_classes)
+        rows += method_rows
+        logger.info("%s: %s (%.0f s)", method, method_rows, time.time() - started)
+    rows += baseline_rows(args, train_set, loaders, models.get("cam", next(iter(models.values()))))
+    best = max((r for r in rows if r["row"].endswith("+ F-CAM")), key=lambda r: r["pxap"])
+    rows.append({**best, "row": f"best WSOL + F-CAM ({best['row']})"})
+    batch = next(iter(DataLoader(train_set, batch_size=args.batch_size)))
+    step_s = time_steps(models, batch, args.timing_rounds)
+    base_s = step_s.get("cam")
+    overheads = {m: {"step_s": s, "overhead_pct": None if base_s is None else 100 * (s / base_s - 1)}
+                 for m, s in step_s.items()}
+    print_report(args, rows, overheads, time.time() - started)
     if args.out:
+        settings = {k: v for k, v in vars(args).items() if k != "out"}
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump({"settings": settings, "rows": rows, "overheads": overheads,
                        "wall_s": time.time() - started}, fh, indent=1)
