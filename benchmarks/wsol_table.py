@@ -60,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fcam-train", type=int, default=192)
     p.add_argument("--fcam-epochs", type=int, default=3)
     p.add_argument("--fcam-batch-size", type=int, default=8)
+    p.add_argument("--crf-weight", type=float, default=1e-8,
+                   help="F-CAM's crf_weight (at 224 px; the default 3e-8 collapsed to all-foreground "
+                        "maps at 64 px here)")
     p.add_argument("--fsl-k", type=int, default=5)
     p.add_argument("--fsl-epochs", type=int, default=30)
     p.add_argument("--timing-rounds", type=int, default=6)
@@ -122,7 +125,8 @@ def run_method(method: str, args: argparse.Namespace, loaders: dict[str, Any],
     train_s = time.time() - t0
     own = evaluate_localization(own_cam_map_fn(built), built, loaders["test"], **evaluate)
     t0 = time.time()
-    fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed)
+    fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed,
+              crf_weight=args.crf_weight)
     fc.fit(loaders["fcam"], epochs=args.fcam_epochs, progress=False)
     fcam_s = time.time() - t0
     with_fcam = evaluate_localization(fcam_map_fn(fc), built, loaders["test"], **evaluate)
