@@ -6,6 +6,7 @@ from :mod:`fcam.core`; this module only adds what is specific to CAMs.
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -19,9 +20,10 @@ from torch.utils.hooks import RemovableHandle
 
 from fcam.cams.maps import cam_to_size
 from fcam.core.hooks import capture_features
-from fcam.core.layers import OutputFn, locate_target_layer, model_logits, resolve_layer
+from fcam.core.layers import OutputFn, model_logits, probe_model, resolve_layer
 from fcam.core.state import frozen
 from fcam.core.targets import Targets, parse_targets
+from fcam.core.tokens import default_target_layer, output_layout, to_nchw
 from fcam.core.validation import check_images
 
 __all__: list[str] = []
@@ -228,7 +230,7 @@ class _CAM(ABC):
 
     def _locate(self, images: Tensor) -> None:
         with _rejected_images(images):
-            name = locate_target_layer(self.model, images)
+            name, _ = default_target_layer(self.model, probe_model(self.model, images))
         self.target_name, self.target_layer = resolve_layer(self.model, name)
         logger.info("%s: target_layer=None, using %r", type(self).__name__, name)
 
@@ -263,19 +265,21 @@ class _CAM(ABC):
             self._handles.remove(handle)
 
         leaf = self._captured(store)
+        reshape = self._reshape_for(leaf, images)
         with torch.no_grad():
-            activations = leaf if self.reshape_transform is None else self.reshape_transform(leaf)
+            activations = leaf if reshape is None else reshape(leaf)
         if activations.ndim != 4:
             raise ValueError(
                 f"`target_layer` {self.target_name!r} outputs shape {tuple(activations.shape)}, "
-                "not a (B, C, h, w) spatial map; pick a convolutional layer or pass `reshape_transform`"
+                "not a (B, C, h, w) spatial map, a channels-last map or a token grid of the input "
+                f"{tuple(images.shape[-2:])}; pick another layer or pass `reshape_transform`"
             )
         chosen = _resolve_targets(targets, logits)
         grads = None
         with torch.set_grad_enabled(grad):
             scores = logits.gather(1, chosen[:, None]).squeeze(1)
             if grad:
-                grads = self._gradients(scores, leaf)
+                grads = self._gradients(scores, leaf, reshape)
         return _Forward(images, activations.detach(), scores.detach(), chosen, grads, dict(captured))
 
     def _captured(self, store: dict[str, Any]) -> Tensor:
@@ -287,7 +291,19 @@ class _CAM(ABC):
             )
         raise ValueError(f"`target_layer` {self.target_name!r} was not run during the forward pass")
 
-    def _gradients(self, scores: Tensor, leaf: Tensor) -> Tensor:
+    def _reshape_for(self, leaf: Tensor, images: Tensor) -> ReshapeFn | None:
+        """``reshape_transform``, else the automatic one for channels-last maps and token
+        sequences (prefix tokens dropped, grid inferred from the input size by
+        :func:`fcam.core.tokens.output_layout`), else ``None`` for ``(B, C, h, w)`` maps."""
+        if self.reshape_transform is not None:
+            return self.reshape_transform
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        layout = output_layout(leaf.shape, size)
+        if layout is None or layout.layout == "nchw":
+            return None
+        return functools.partial(to_nchw, layout=layout.layout, size=size, prefix=layout.prefix)
+
+    def _gradients(self, scores: Tensor, leaf: Tensor, reshape: ReshapeFn | None = None) -> Tensor:
         if not scores.requires_grad:
             raise ValueError(
                 f"the target scores do not depend on `target_layer` {self.target_name!r}"
@@ -297,8 +313,8 @@ class _CAM(ABC):
             raise ValueError(
                 f"the target scores do not depend on `target_layer` {self.target_name!r}"
             )
-        if self.reshape_transform is not None:
-            grads = self.reshape_transform(grads)
+        if reshape is not None:
+            grads = reshape(grads)
         return grads
 
 
