@@ -29,6 +29,7 @@ from fcam.cams.base import _CAM
 from fcam.cams.gradient import GradCAM, GradCAMpp, LayerCAM, SmoothGradCAMpp, XGradCAM
 from fcam.cams.maps import cam_to_size, normalize, upsample
 from fcam.cams.transforms import vit_reshape_transform
+from fcam.cams.tscam import TSCAM
 from fcam.core.layers import locate_target_layer, model_logits, resolve_layer
 from fcam.core.validation import check_images
 
@@ -41,6 +42,7 @@ __all__ = [
     "LayerCAM",
     "ScoreCAM",
     "SmoothGradCAMpp",
+    "TSCAM",
     "XGradCAM",
     "available",
     "cam_to_size",
@@ -64,6 +66,7 @@ _REGISTRY: dict[str, type[_CAM]] = {
     "scorecam": ScoreCAM,
     "sscam": SSCAM,
     "iscam": ISCAM,
+    "tscam": TSCAM,  # class-token transformers only (docs/concepts/transformers.md)
 }
 
 

@@ -156,7 +156,7 @@ def test_sscam_seeded(toy: ToyNet, toy_input: Tensor) -> None:
     close(cams.SSCAM(toy, "features", num_samples=2, std=0.0)(toy_input, 0), softmax_map(SCORES_CLASS0))
 
 
-@pytest.mark.parametrize("name", cams.available())
+@pytest.mark.parametrize("name", cams.available()[:9])  # tscam needs a class token: test_tscam.py
 def test_explain_is_normalised_upsampled_raw_map(name: str, toy: ToyNet, toy_input: Tensor) -> None:
     extractor = cams.create(name, toy, "features", **({"seed": 0} if name in ("smoothgradcampp", "sscam") else {}))
     raw = extractor(toy_input, 0)

@@ -125,6 +125,89 @@ def test_vit_gradient_methods(method: str, image_size: int, grid: int) -> None:
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_vit_without_reshape_is_a_clear_error() -> None:
+def test_vit_explicit_layer_without_reshape_is_reshaped_automatically() -> None:
+    model = small_vit(32)
+    x = torch.rand(1, 3, 32, 32)
+    auto = cams.GradCAM(model, "encoder.layers.encoder_layer_11.ln_1")(x, 1)
+    manual = cams.GradCAM(
+        model, "encoder.layers.encoder_layer_11.ln_1", reshape_transform=cams.vit_reshape_transform
+    )(x, 1)
+    assert auto.shape == (1, 2, 2) and torch.allclose(auto, manual)
+
+
+def test_non_spatial_layer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="reshape_transform"):
-        cams.GradCAM(small_vit(32), "encoder.layers.encoder_layer_11.ln_1")(torch.rand(1, 3, 32, 32))
+        cams.GradCAM(small_vit(32), "heads")(torch.rand(1, 3, 32, 32))
+
+
+# Every torchvision family (and timm's) with `cams.create(name, model)` and nothing else:
+# the layer, the reshape of tokens / channels-last maps and the grid are found automatically.
+DEFAULTS = {
+    "alexnet": ({}, 64, "avgpool"),
+    "vgg11": ({}, 64, None),
+    "squeezenet1_1": ({}, 64, None),
+    "resnet18": ({}, 64, "layer4"),
+    "densenet121": ({}, 64, None),
+    "inception_v3": ({"init_weights": False, "aux_logits": False}, 107, "Mixed_7c"),
+    "googlenet": ({"init_weights": False, "aux_logits": False}, 64, "inception5b"),
+    "mobilenet_v2": ({}, 64, None),
+    "mobilenet_v3_small": ({}, 64, None),
+    "mnasnet0_5": ({}, 64, "layers"),
+    "shufflenet_v2_x0_5": ({}, 64, "conv5"),
+    "efficientnet_b0": ({}, 64, None),
+    "regnet_x_400mf": ({}, 64, None),
+    "convnext_tiny": ({}, 64, "features"),
+    "vit_b_16": ({"image_size": 48}, 48, "encoder.layers.encoder_layer_11.ln_1"),
+    "swin_t": ({}, (96, 64), "permute"),
+    "swin_v2_t": ({}, (64, 96), "permute"),
+    "maxvit_t": ({}, 224, "blocks.3"),
+}
+
+
+@functools.cache
+def build_default(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None, num_classes=5, **DEFAULTS[name][0]).eval()
+
+
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_create_with_defaults_on_every_torchvision_family(name: str) -> None:
+    side = DEFAULTS[name][1]
+    h, w = side if isinstance(side, tuple) else (side, side)
+    model = build_default(name)
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    extractor = cams.create("gradcam", model)
+    maps = extractor.explain(x, 2)
+    assert maps.shape == (1, h, w) and bool(torch.isfinite(maps).all())
+    if DEFAULTS[name][2] is not None:
+        assert extractor.target_name == DEFAULTS[name][2]
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_swin_non_square_grid_is_channels_last() -> None:
+    model = build_default("swin_t")
+    x = torch.randn(1, 3, 96, 64, generator=torch.Generator().manual_seed(0))
+    raw = cams.create("gradcam", model, "features.5")(x, 1)  # (N, h, w, C) stage output
+    assert raw.shape == (1, 6, 4)
+
+
+@pytest.mark.parametrize(
+    ("name", "side", "layer", "grid"),
+    [
+        ("resnet18", 64, "layer4", (2, 2)),
+        ("efficientnet_b0", 64, "bn2", (2, 2)),
+        ("convnext_atto", 64, "norm_pre", (2, 2)),
+        ("vit_tiny_patch16_224", 224, "blocks.11.norm1", (14, 14)),
+        ("deit_tiny_distilled_patch16_224", 224, "blocks.11.norm1", (14, 14)),
+        ("swin_tiny_patch4_window7_224", 224, "norm", (7, 7)),
+    ],
+)
+def test_create_with_defaults_on_timm(name: str, side: int, layer: str, grid: tuple) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=5).eval()
+    extractor = cams.create("gradcam", model)
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    raw = extractor(x, 1)
+    assert extractor.target_name.startswith(layer) and raw.shape == (1, *grid)
+    assert extractor.explain(x, 1).shape == (1, side, side)
