@@ -103,7 +103,7 @@ def map_level(h: int, w: int, size: Sequence[int]) -> int | None:
     of the same integer), else ``None``; F-CAM's pyramid levels.
 
     Example:
-        >>> map_level(7, 7, (224, 224)), map_level(10, 9, (320, 288)), map_level(9, 10, (320, 288))
+        >>> map_level(7, 7, (224, 224)), map_level(10, 9, (320, 288)), map_level(9, 20, (320, 288))
         (5, 5, None)
     """
     height, width = _size(size)
