@@ -18,7 +18,8 @@ Rules (no per-architecture tables):
 * **Layout of a 3-D output** ``(N, T, C)``: ``"tokens"`` with the *smallest* prefix
   ``p ≤`` :data:`MAX_PREFIX` such that ``T - p`` factors into a fitting grid; among several
   factorisations the one with the most equal strides along both axes wins.
-* **Default layer.** The last module with a spatial output (any layout) in execution order; if
+* **Default layer.** The last module with a spatial output (any layout, on a grid of the
+  input; adaptive pools, whose size does not follow the input, are skipped) in execution order; if
   it is a token sequence the model is a plain ViT, whose patch tokens after the last block's
   attention no longer reach the class score, so the layer is the first token output *inside*
   the last block (its pre-attention norm: ``ln_1`` in torchvision, ``norm1`` in timm).
@@ -286,6 +287,14 @@ def token_blocks(model: nn.Module, probe: Any) -> list[str]:
     return [name for _, name in sorted(best)]
 
 
+_ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _resamples(module: nn.Module | None) -> bool:
+    """Adaptive pools output a fixed size whatever the input: never a feature of the image."""
+    return isinstance(module, _ADAPTIVE)
+
+
 def default_target_layer(model: nn.Module, probe: Any) -> tuple[str, GridLayout]:
     """The default CAM layer of ``model`` and its layout (rule in the module docstring).
 
@@ -305,11 +314,13 @@ def default_target_layer(model: nn.Module, probe: Any) -> tuple[str, GridLayout]
             pass ``target_layer``).
     """
     last: tuple[str, GridLayout] | None = None
+    modules = dict(model.named_modules())
     for event in reversed(probe.events):
         layout = output_layout(event.shape, probe.size) if event.name else None
-        if layout is not None:
-            last = (event.name, layout)
-            break
+        if layout is None or layout.level < 0 or _resamples(modules.get(event.name)):
+            continue
+        last = (event.name, layout)
+        break
     if last is None:
         raise ValueError(
             f"no layer of {type(model).__name__} outputs a spatial map (N, C, h, w), a "

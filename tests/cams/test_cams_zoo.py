@@ -143,7 +143,7 @@ def test_non_spatial_layer_is_a_clear_error() -> None:
 # Every torchvision family (and timm's) with `cams.create(name, model)` and nothing else:
 # the layer, the reshape of tokens / channels-last maps and the grid are found automatically.
 DEFAULTS = {
-    "alexnet": ({}, 64, "avgpool"),
+    "alexnet": ({}, 64, "features.11"),  # features.12 is 1 x 1 at 64 px
     "vgg11": ({}, 64, None),
     "squeezenet1_1": ({}, 64, None),
     "resnet18": ({}, 64, "layer4"),
