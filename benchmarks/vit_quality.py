@@ -1,0 +1,197 @@
+"""F-CAM on transformers: quality on SyntheticWSOL and speed on vit_b_16 (issue 12's figures).
+
+Quality: a small ViT (patch 8, ``--depth`` blocks, width ``--vit-width``) and a hierarchical Swin (Swin-T layout:
+embed ``--swin-embed`` (96 = Swin-T), depths 2-2-6-2, heads 3-6-12-24; window 4 at 64 px) are trained **from scratch** on
+the synthetic WSOL set by this script, then ``FCAM(model)`` with default arguments is fitted
+on the training images and both its maps and the interpolated Grad-CAM at the default layer
+(``fcam.cams.create("gradcam", model)``) are scored by PxAP on the test split.
+
+Speed: ``FCAM.explain`` on torchvision ``vit_b_16`` (random weights, 224 px, batch 1) against
+pytorch-grad-cam's ``GradCAM`` with its ViT ``reshape_transform`` on the same model and image,
+interleaved in one run, medians.
+
+    python benchmarks/vit_quality.py                      # everything (CPU: about an hour)
+    python benchmarks/vit_quality.py --models vit --skip-speed
+
+Targets (issue 12): classifier accuracy >= 80 %, F-CAM PxAP >= Grad-CAM PxAP + 15 for both
+models, explain time <= 0.5 x pytorch-grad-cam's. Prints one ``RESULT {json}`` line per part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.vision_transformer import VisionTransformer
+
+from fcam import FCAM, cams
+from fcam.data import SyntheticWSOL
+from fcam.metrics import pxap
+
+
+args_width = [128, 96]  # ViT hidden width, Swin embed dim (set from the command line)
+
+
+def build(kind: str, size: int, depth: int, classes: int) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "vit":
+        return VisionTransformer(
+            image_size=size, patch_size=8, num_layers=depth, num_heads=4, hidden_dim=args_width[0],
+            mlp_dim=2 * args_width[0], num_classes=classes, dropout=0.0,
+        )  # fmt: skip
+    embed = args_width[1]
+    return SwinTransformer(
+        patch_size=[4, 4], embed_dim=embed, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+        window_size=[4, 4], stochastic_depth_prob=0.1, num_classes=classes,
+    )  # fmt: skip
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    flip = torch.rand(x.shape[0]) < 0.5
+    x = x.clone()
+    x[flip] = x[flip].flip(-1)
+    return x
+
+
+def train_classifier(model: nn.Module, train: SyntheticWSOL, epochs: int, lr: float) -> list[float]:
+    loader = DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * len(loader)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    losses = []
+    for epoch in range(epochs):
+        total, n = 0.0, 0
+        for batch in loader:
+            logits = model(augment(batch["image"]))
+            loss = F.cross_entropy(logits, batch["label"], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss) * len(batch["label"])
+            n += len(batch["label"])
+        losses.append(total / n)
+        print(f"  epoch {epoch + 1}/{epochs} loss {losses[-1]:.3f}", flush=True)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: SyntheticWSOL) -> float:
+    model.eval()
+    right = 0
+    for batch in DataLoader(data, batch_size=100):
+        right += int((model(batch["image"]).argmax(1) == batch["label"]).sum())
+    return 100.0 * right / len(data)
+
+
+def quality(kind: str, args: argparse.Namespace) -> dict[str, object]:
+    train = SyntheticWSOL(args.n_train, size=args.size, seed=0, split="train")
+    test = SyntheticWSOL(args.n_test, size=args.size, seed=0, split="test")
+    model = build(kind, args.size, args.depth, train.num_classes)
+    tic = time.time()
+    print(f"[{kind}] training the classifier from scratch", flush=True)
+    train_classifier(model, train, args.epochs if kind == "vit" else args.swin_epochs, args.lr)
+    model.eval()
+    train_s = time.time() - tic
+    acc = accuracy(model, test)
+    print(f"[{kind}] test accuracy {acc:.1f} %", flush=True)
+    fc = FCAM(model)
+    loader = DataLoader(Subset(train, range(args.fcam_images)), batch_size=16, shuffle=True,
+                        drop_last=True, generator=torch.Generator().manual_seed(1))  # fmt: skip
+    tic = time.time()
+    fc.fit(loader, epochs=args.fcam_epochs, progress=False)
+    fit_s = time.time() - tic
+    gradcam = cams.create("gradcam", model)
+    maps, grads, masks = [], [], []
+    for batch in DataLoader(test, batch_size=50):
+        maps.append(fc.explain(batch["image"]))
+        grads.append(gradcam.explain(batch["image"], batch["label"]))
+        masks.append(batch["mask"])
+    m, g, k = torch.cat(maps), torch.cat(grads), torch.cat(masks)
+    res = {
+        "part": "quality", "model": kind, "size": args.size, "accuracy": round(acc, 1),
+        "gradcam_layer": gradcam.target_name, "fcam_layer": fc.target_name,
+        "decoder": type(fc.decoder).__name__, "gradcam_pxap": round(pxap(g, k), 2),
+        "fcam_pxap": round(pxap(m, k), 2), "train_s": round(train_s), "fit_s": round(fit_s),
+        "n_train": args.n_train, "n_test": args.n_test, "fcam_images": args.fcam_images,
+        "fcam_epochs": args.fcam_epochs,
+    }  # fmt: skip
+    res["gain"] = round(float(res["fcam_pxap"]) - float(res["gradcam_pxap"]), 2)  # type: ignore[arg-type]
+    return res
+
+
+def speed(repeats: int) -> dict[str, object]:
+    import torchvision
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16(weights=None).eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    fc = FCAM(model)
+    fc.fit([torch.randn(2, 3, 224, 224)], epochs=1, progress=False)
+
+    def reshape(t: torch.Tensor) -> torch.Tensor:  # pytorch-grad-cam's ViT tutorial transform
+        r = t[:, 1:, :].reshape(t.size(0), 14, 14, t.size(2))
+        return r.transpose(2, 3).transpose(1, 2)
+
+    pgc = GradCAM(model=model, target_layers=[model.encoder.layers[-1].ln_1], reshape_transform=reshape)
+    targets = [ClassifierOutputTarget(1)]
+    fc.explain(x)
+    pgc(input_tensor=x, targets=targets)
+    t_fcam, t_pgc = [], []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fc.explain(x)
+        t_fcam.append(time.perf_counter() - tic)
+        tic = time.perf_counter()
+        pgc(input_tensor=x, targets=targets)
+        t_pgc.append(time.perf_counter() - tic)
+    a, b = statistics.median(t_fcam), statistics.median(t_pgc)
+    return {
+        "part": "speed", "model": "vit_b_16", "size": 224, "threads": torch.get_num_threads(),
+        "fcam_explain_ms": round(a * 1000, 1), "pgc_gradcam_ms": round(b * 1000, 1),
+        "ratio": round(a / b, 3), "repeats": repeats,
+        "decoder_params": sum(p.numel() for p in fc.decoder.parameters()),
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=["vit", "swin"], choices=["vit", "swin"])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--depth", type=int, default=4, help="ViT blocks (4-6)")
+    p.add_argument("--vit-width", type=int, default=128)
+    p.add_argument("--swin-embed", type=int, default=96, help="96 = Swin-T; heads 3-6-12-24")
+    p.add_argument("--n-train", type=int, default=1500)
+    p.add_argument("--n-test", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=12, help="ViT classifier epochs")
+    p.add_argument("--swin-epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--fcam-images", type=int, default=320)
+    p.add_argument("--fcam-epochs", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    args_width[:] = [args.vit_width, args.swin_embed]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.skip_speed:
+        print("RESULT", json.dumps(speed(args.repeats)), flush=True)
+    for kind in args.models:
+        print("RESULT", json.dumps(quality(kind, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
