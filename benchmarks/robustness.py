@@ -15,7 +15,7 @@ Domains marked ``tuned`` are the only ones the defaults were chosen on; all othe
 
 Usage::
 
-    python benchmarks/robustness.py                      # all domains (about 30 min on 2 cores)
+    python benchmarks/robustness.py                      # all domains (hours on a loaded 2-core CPU)
     python benchmarks/robustness.py --domains photo96    # one domain
     python benchmarks/robustness.py --options '{"crf_weight": 1e-7}' --no-select  # an experiment
 """
@@ -223,11 +223,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domains", nargs="*", default=list(DOMAINS))
     parser.add_argument("--options", default="{}", help="JSON FCAM options (experiments)")
-    parser.add_argument("--n-train", type=int, default=400)
+    parser.add_argument("--n-train", type=int, default=192)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--n-test", type=int, default=60)
     parser.add_argument("--no-select", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pictures", type=Path, default=None, help="folder for map pictures")
     args = parser.parse_args(argv)
