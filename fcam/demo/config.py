@@ -129,7 +129,10 @@ class DemoConfig:
         )
 
     def fcam_key(self, cam: str) -> str:
-        """Cache key of the F-CAM fitted for ``cam`` (depends on the classifier too)."""
+        """Cache key of the F-CAM fitted for ``cam`` (depends on the classifier too, and on
+        F-CAM's default options, so a changed default never reuses stale weights)."""
+        from fcam.explainer.config import FCAMConfig  # deferred: this module is torch-free
+
         return config_key(
             {
                 "classifier": self.classifier_config().key(),
@@ -141,5 +144,6 @@ class DemoConfig:
                 "options": self.fcam_options,
                 "seed": self.seed,
                 "fcam": __version__,
+                "defaults": FCAMConfig().to_dict(),
             }
         )
