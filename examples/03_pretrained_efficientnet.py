@@ -79,7 +79,7 @@ def best_box_iou(heat: torch.Tensor, box: list[int], shape: tuple[int, int]) -> 
 
     ``box`` is in the original photo's pixels ``shape`` (H, W); it is rescaled to the map.
     """
-    from fcam.metrics.boxes import boxes_at_thresholds, box_iou
+    from fcam.metrics.boxes import box_iou, boxes_at_thresholds
 
     h, w = heat.shape
     scale = np.array([w / shape[1], h / shape[0], w / shape[1], h / shape[0]])

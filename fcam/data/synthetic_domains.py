@@ -53,7 +53,7 @@ PHOTO_NAMES = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo(name: str) -> np.ndarray:
     """float32 (H, W, 3) RGB in [0, 255] of a scikit-image sample, at most 512 px a side."""
     try:

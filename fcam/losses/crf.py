@@ -67,7 +67,7 @@ from fcam.losses.bilateral import (
     window_gaussian_filter,
 )
 
-__all__ = ["dense_crf_loss", "DenseCRFLoss", "DEFAULT_CRF_WEIGHT"]
+__all__ = ["DEFAULT_CRF_WEIGHT", "DenseCRFLoss", "dense_crf_loss"]
 
 #: The published λ = 2e-9 times the ~0.5 scale of the original permutohedral lattice.
 DEFAULT_CRF_WEIGHT = 1e-9

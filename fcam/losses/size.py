@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from fcam.core.validation import check_number
 from fcam.losses._validation import check_float_tensor, check_probs
 
-__all__ = ["log_barrier", "BarrierSchedule", "LogBarrier", "size_loss", "SizeLoss"]
+__all__ = ["BarrierSchedule", "LogBarrier", "SizeLoss", "log_barrier", "size_loss"]
 
 
 def log_barrier(z: Tensor, t: float | Tensor) -> Tensor:
@@ -42,7 +42,7 @@ def log_barrier(z: Tensor, t: float | Tensor) -> Tensor:
         >>> log_barrier(torch.tensor([-math.e, 0.0]), 1.0)
         tensor([-1.,  1.])
     """
-    z = check_float_tensor(z, "z", tuple(range(0, 9)))
+    z = check_float_tensor(z, "z", tuple(range(9)))
     if isinstance(t, Tensor):
         if t.numel() != 1 or not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
             raise ValueError("t must be a positive finite scalar")
