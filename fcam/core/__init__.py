@@ -20,7 +20,13 @@ from __future__ import annotations
 from fcam.core.boxes import resize_bbox
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.hooks import capture_features
-from fcam.core.io import atomic_torch_save, atomic_write_bytes, atomic_write_png, atomic_write_text
+from fcam.core.io import (
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_png,
+    atomic_write_text,
+    read_torch_file,
+)
 from fcam.core.layers import (
     PROBE_SIZE,
     ModelProbe,
@@ -67,6 +73,7 @@ __all__ = [
     "declared_input_size",
     "probe_model",
     "probe_structure",
+    "read_torch_file",
     "reference_of",
     "resize_bbox",
     "resolve_layer",

@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write_png",
     "atomic_write_text",
     "default_file_mode",
+    "read_torch_file",
 ]
 
 _UMASK_LOCK = threading.Lock()
@@ -103,3 +104,43 @@ def atomic_write_png(path: str | os.PathLike[str], pixels: Any) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_torch_file(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: loading never runs code.
+
+    Failures become a ``ValueError`` whose message says what the file is instead (not a
+    PyTorch file at all, pickled objects that safe loading refuses, or a damaged archive), in
+    place of torch's advice to retry with ``weights_only=False``.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "x.png"
+        >>> _ = target.write_bytes(b"\\x89PNG....")
+        >>> read_torch_file(target)
+        Traceback (most recent call last):
+        ...
+        ValueError: not a PyTorch file (torch.save writes a zip archive; this file starts with b'\\x89PNG')
+    """
+    import pickle
+
+    import torch
+
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise ValueError(
+            f"not a PyTorch file (torch.save writes a zip archive; this file starts with {head!r})"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text else ""
+        raise ValueError(
+            "it holds Python objects that safe loading (weights_only=True) refuses"
+            f"{': ' + reason if reason else ''}; save plain tensors or a state_dict instead"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types on damaged archives
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"damaged or unreadable PyTorch file: {first}") from None

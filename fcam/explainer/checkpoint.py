@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fcam.core.io import atomic_torch_save
+from fcam.core.io import atomic_torch_save, read_torch_file
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -143,8 +143,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"path {str(path)!r} is not a file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
+        payload = read_torch_file(path)
+    except ValueError as exc:
         raise ValueError(f"path {str(path)!r} is not a readable fcam checkpoint: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"path {str(path)!r} is not an fcam.FCAM checkpoint")

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from fcam.core import atomic_torch_save
+from fcam.core.io import read_torch_file
 from fcam.models.spec import ClassifierSpec, build_model
 
 __all__ = [
@@ -63,10 +64,9 @@ def _torch_load(path: str | os.PathLike[str], what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types on foreign/corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot read {what} {path}: {first}") from None
+        return read_torch_file(path)
+    except ValueError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc}") from None
 
 
 def _is_state_dict(obj: Any) -> bool:

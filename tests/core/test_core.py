@@ -194,3 +194,23 @@ def test_references_round_trip() -> None:
     for bad in ("nocolon", "a:b:c", "no_such_module_xyz:f", "math:no_such_name"):
         with pytest.raises(ValueError):
             import_reference(bad)
+
+
+def test_read_torch_file_says_what_the_file_is(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fcam.core import read_torch_file
+
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "img.png")
+    with pytest.raises(ValueError, match=r"not a PyTorch file .*starts with b'\\x89PNG'"):
+        read_torch_file(tmp_path / "img.png")
+
+    torch.save({"obj": CategoryTarget(1)}, tmp_path / "pickled.pt")  # a module-level class
+    with pytest.raises(ValueError, match="safe loading .* refuses"):
+        read_torch_file(tmp_path / "pickled.pt")
+    data = (tmp_path / "pickled.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="damaged or unreadable"):
+        read_torch_file(tmp_path / "cut.pt")
+    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+    assert torch.equal(read_torch_file(tmp_path / "ok.pt")["w"], torch.ones(2))
