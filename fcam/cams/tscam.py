@@ -175,16 +175,18 @@ class TSCAM(_CAM):
         self.attentions = found if self.last_blocks is None else found[-self.last_blocks :]
         if self.fc is None:
             classes = probe.num_classes(self.output_fn)
+            assert event is not None and event.shape is not None  # a token output was found above
+            width = int(event.shape[-1])
             linears = [
                 e for e in probe.events
                 if isinstance(modules.get(e.name), nn.Linear)
-                and modules[e.name].out_features == classes  # type: ignore[union-attr]
-                and modules[e.name].in_features == int(event.shape[-1])  # type: ignore[union-attr]
+                and modules[e.name].out_features == classes
+                and modules[e.name].in_features == width
             ]  # fmt: skip
             if not linears:
                 raise ValueError(
                     f"tscam found no nn.Linear classifier with {classes} outputs on the "
-                    f"{int(event.shape[-1])}-dim tokens of {name}; pass `fc_layer`"  # type: ignore[union-attr]
+                    f"{width}-dim tokens of {name}; pass `fc_layer`"
                 )
             self.fc = modules[linears[-1].name]  # type: ignore[assignment]
 
