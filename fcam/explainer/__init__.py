@@ -24,25 +24,18 @@ The package is split by job:
 - :mod:`fcam.explainer.batches`: what a training loader may yield.
 - :mod:`fcam.explainer.adapters`: seed CAMs from pytorch-grad-cam and torchcam.
 
-**CRF weight.** ``crf_weight`` (default :data:`DEFAULT_REFERENCE_CRF_WEIGHT`) is defined for a 224×224 reference image and rescaled per batch:
-the CRF loss sums ``W_ij`` over all pixel pairs, so at a fixed spatial bandwidth it grows like
-``(H·W)²``; the weight used is ``crf_weight · (224² / (H·W))²``, which keeps the balance between
-the CRF and the seed term independent of the image size. The default, ``3e-8``, is 30× the
-published weight (1e-9 for the exact kernel, i.e. the paper's 2e-9 on its lattice): with the
-published value the map stays a blob the size of the blurred CAM. Measured on
-:class:`fcam.data.SyntheticWSOL` (PxAP on 100 held-out images, gradcampp seeds, SGD lr 0.01,
-batch 16, other losses and seeds at the paper's values):
-
-==============================================  =====  =====  =====  =====  =====
-setup                                           CAM    1e-8   3e-8   1e-7   1e-6
-==============================================  =====  =====  =====  =====  =====
-128 px, resnet18 (4×4 CAM), 192 images×2 ep     40.6   57.7   60.9   36.6   —
-64 px, stride-8 CNN (8×8 CAM), 300 images×3 ep  72.3   72.2   69.6   63.1   49.1
-==============================================  =====  =====  =====  =====  =====
-
-Too strong a CRF collapses the map to one label (background); 1e-8–3e-8 is the sweet spot.
-The published 1e-9 gives 35.4 in the 128 px setup, *below* the interpolated CAM (40.6).
-``crf_scale=0.5`` (CRF on half-resolution images) halves the CRF time and gave 58.2 there.
+**CRF weight.** ``crf_weight`` (default :data:`DEFAULT_REFERENCE_CRF_WEIGHT`) is defined for a
+224×224 reference image and rescaled per batch: the CRF loss sums ``W_ij`` over all pixel pairs,
+so at a fixed spatial bandwidth it grows like ``(H·W)²``; the weight used is
+``crf_weight · (224² / (H·W))²``, which keeps the balance between the CRF and the seed term
+independent of the image size. With the default ``crf_normalize="affinity"`` each image's
+affinity is also scaled to a unit mean entry, so the balance no longer depends on how much
+colour structure an image has. The default weight, 1e-9 (the paper's exact-kernel value), and
+the default seeds (10 + 10 per image, background seeds from the lowest half of the CAM) were
+chosen on two synthetic domains; the earlier 3e-8 let the CRF outweigh the seeds about ninefold
+and ran away to all-foreground on cluttered backgrounds. Derivation and measurements, tuned
+and held-out domains: ``docs/concepts/fcam.md`` and ``docs/benchmarks.md``. When maps collapse
+anyway, :meth:`FCAM.fit` logs a warning, and ``fit(val_loader=...)`` selects the best epoch.
 
 **Distributed training.** When ``torch.distributed`` is initialised (e.g. under ``torchrun``),
 :meth:`FCAM.fit` wraps the decoder in ``DistributedDataParallel``; only rank 0 shows progress
