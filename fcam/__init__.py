@@ -7,9 +7,11 @@ The public API is small:
 >>> fc.fit(train_loader)                                       # doctest: +SKIP
 >>> maps = fc.explain(images)                                  # doctest: +SKIP
 
-Sub-packages: :mod:`fcam.cams` (CAM extractors), :mod:`fcam.losses` (F-CAM losses),
-:mod:`fcam.upscalers` (decoders), :mod:`fcam.metrics` (WSOL metrics), :mod:`fcam.data`
-(datasets), :mod:`fcam.viz` (overlays).
+Sub-packages: :mod:`fcam.core` (shared plumbing), :mod:`fcam.cams` (CAM extractors),
+:mod:`fcam.losses` (F-CAM losses), :mod:`fcam.upscalers` (decoders), :mod:`fcam.metrics` (WSOL
+metrics), :mod:`fcam.data` (datasets), :mod:`fcam.explainer` (F-CAM), :mod:`fcam.evaluation`
+(localisation scores), :mod:`fcam.models` (classifier I/O), :mod:`fcam.wsol` (WSOL training
+methods), :mod:`fcam.viz` (overlays); see ``docs/concepts/architecture.md``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,22 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["FCAM", "__version__", "cams", "losses", "upscalers", "metrics", "data", "viz"]
+__all__ = [
+    "FCAM",
+    "__version__",
+    "cams",
+    "core",
+    "data",
+    "evaluation",
+    "losses",
+    "metrics",
+    "models",
+    "upscalers",
+    "viz",
+    "wsol",
+]
 
-_SUBMODULES = {"cams", "losses", "upscalers", "metrics", "data", "viz"}
+_SUBMODULES = {"cams", "core", "data", "evaluation", "losses", "metrics", "models", "upscalers", "viz", "wsol"}
 
 
 def __getattr__(name: str) -> Any:

@@ -30,7 +30,7 @@ class Batch:
     raw: Tensor | None
 
 
-def parse_batch(batch: Any, channels: int, num_classes: int) -> Batch:
+def parse_batch(batch: Any, channels: int, num_classes: int | None) -> Batch:
     """Accept an image tensor, an ``(images, labels, ...)`` tuple, or a dict with ``"image"``
     (``"images"``), optional ``"label"`` (``"labels"``) and ``"raw"`` (``"raw_image"``).
 

@@ -110,7 +110,7 @@ class WSOLModel(nn.Module):
         self.target_layer = f"backbone.{feature_layer}"
         self.adl_layers = list(adl_layers)
         self.adl = nn.ModuleList(ADL(**(adl_options or {})) for _ in self.adl_layers)
-        self.heads = heads
+        self.heads: Any = heads  # AcolHeads, SPGHeads or an nn.Sequential head
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters created by :func:`build` (trained at 10× the learning rate)."""
