@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcam.upscalers.pyramid import FeatureLevel, Pyramid
-from fcam.upscalers.unet import DEFAULT_WIDTHS
+from fcam.upscalers.unet import DEFAULT_WIDTHS, init_decoder_weights
 
 __all__ = ["DPTDecoder", "Reassemble"]
 
@@ -132,16 +132,7 @@ class DPTDecoder(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.xavier_uniform_(self.seg_head.weight)
-        nn.init.zeros_(self.seg_head.bias)  # type: ignore[arg-type]
+        init_decoder_weights(self, self.seg_head)
 
     def forward(
         self,

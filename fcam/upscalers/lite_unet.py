@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcam.upscalers.pyramid import Pyramid
-from fcam.upscalers.unet import DEFAULT_WIDTHS
+from fcam.upscalers.unet import DEFAULT_WIDTHS, decode_blocks, init_decoder_weights
 
 __all__ = ["LiteDecoderBlock", "LiteUNetDecoder"]
 
@@ -148,16 +148,7 @@ class LiteUNetDecoder(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.blocks.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.xavier_uniform_(self.seg_head.weight)
-        nn.init.zeros_(self.seg_head.bias)  # type: ignore[arg-type]
+        init_decoder_weights(self.blocks, self.seg_head)
 
     def forward(
         self,
@@ -176,11 +167,4 @@ class LiteUNetDecoder(nn.Module):
         Returns:
             ``(N, 2, H, W)`` logits.
         """
-        x = head
-        skips = list(skips) + [None] * (len(self.blocks) - len(skips))
-        for block, skip in zip(self.blocks, skips, strict=False):
-            x = block(x, skip)
-        logits = self.seg_head(x)
-        if logits.shape[-2:] != tuple(size):
-            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
-        return logits
+        return decode_blocks(self.blocks, self.seg_head, head, skips, size)

@@ -16,7 +16,7 @@ from torch import nn
 
 from fcam.upscalers.pyramid import Pyramid
 
-__all__ = ["DEFAULT_WIDTHS", "DecoderBlock", "UNetDecoder"]
+__all__ = ["DEFAULT_WIDTHS", "DecoderBlock", "UNetDecoder", "decode_blocks", "init_decoder_weights"]
 
 #: Decoder widths of F-CAM for depth-5 encoders (deepest block first).
 DEFAULT_WIDTHS: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -107,16 +107,7 @@ class UNetDecoder(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.blocks.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.xavier_uniform_(self.seg_head.weight)
-        nn.init.zeros_(self.seg_head.bias)  # type: ignore[arg-type]
+        init_decoder_weights(self.blocks, self.seg_head)
 
     def forward(
         self,
@@ -135,11 +126,39 @@ class UNetDecoder(nn.Module):
         Returns:
             ``(N, 2, H, W)`` logits.
         """
-        x = head
-        skips = list(skips) + [None] * (len(self.blocks) - len(skips))
-        for block, skip in zip(self.blocks, skips, strict=False):
-            x = block(x, skip)
-        logits = self.seg_head(x)
-        if logits.shape[-2:] != tuple(size):
-            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
-        return logits
+        return decode_blocks(self.blocks, self.seg_head, head, skips, size)
+
+
+def init_decoder_weights(body: nn.Module, seg_head: nn.Conv2d) -> None:
+    """F-CAM's initialisation, shared by every decoder: convolutions of ``body``
+    kaiming-uniform (fan-in, ReLU) with zero bias, BatchNorm weight 1 and bias 0, then the
+    segmentation head xavier-uniform with zero bias."""
+    for m in body.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    nn.init.xavier_uniform_(seg_head.weight)
+    nn.init.zeros_(seg_head.bias)  # type: ignore[arg-type]
+
+
+def decode_blocks(
+    blocks: nn.ModuleList,
+    seg_head: nn.Module,
+    head: torch.Tensor,
+    skips: Sequence[torch.Tensor | None],
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """Run the blocks deepest first (skips padded with ``None``), the segmentation head, and
+    resize the logits to ``size`` when the last block's map differs (odd input sizes)."""
+    x = head
+    padded = list(skips) + [None] * (len(blocks) - len(skips))
+    for block, skip in zip(blocks, padded, strict=False):
+        x = block(x, skip)
+    logits = seg_head(x)
+    if logits.shape[-2:] != tuple(size):
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+    return logits
