@@ -15,7 +15,6 @@ input size and the normalisation statistics.
 from __future__ import annotations
 
 import difflib
-import importlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from fcam.core import IMAGENET_MEAN, IMAGENET_STD, check_int, check_stats
+from fcam.core import IMAGENET_MEAN, IMAGENET_STD, check_int, check_stats, import_reference
 
 __all__ = ["ClassifierSpec", "build_model"]
 
@@ -119,15 +118,10 @@ class ClassifierSpec:
 
 
 def _import_callable(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"model {path!r}: cannot import module {module_name!r}: {exc}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"model {path!r}: {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+        obj = import_reference(path)
+    except ValueError as exc:
+        raise ValueError(f"model {path!r}: {exc}") from None
     if not callable(obj):
         raise TypeError(f"model {path!r} is not callable ({type(obj).__name__})")
     return obj
