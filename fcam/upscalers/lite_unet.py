@@ -30,14 +30,11 @@ then takes 0.37–0.38× the time of pytorch-grad-cam's GradCAM on one CPU core 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcam.upscalers.pyramid import Pyramid
-from fcam.upscalers.unet import DEFAULT_WIDTHS, decode_blocks, init_decoder_weights
+from fcam.upscalers.unet import UNetDecoder
 
 __all__ = ["LiteDecoderBlock", "LiteUNetDecoder"]
 
@@ -107,7 +104,7 @@ class LiteDecoderBlock(nn.Module):
         return self.conv(F.relu(x))
 
 
-class LiteUNetDecoder(nn.Module):
+class LiteUNetDecoder(UNetDecoder):
     """Light F-CAM decoder (``upscaler="unet-lite"``): same pyramid and output as :class:`UNetDecoder`.
 
     Block ``i`` (deepest first) consumes the skip at level ``L - 1 - i`` (``None`` where the
@@ -132,39 +129,4 @@ class LiteUNetDecoder(nn.Module):
         torch.Size([2, 2, 11, 13])
     """
 
-    def __init__(self, pyramid: Pyramid, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
-        super().__init__()
-        widths = [int(w) for w in widths]
-        if not widths or any(w < 1 for w in widths):
-            raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths}")
-        n = pyramid.head.level
-        widths = (widths + [widths[-1]] * n)[:n]
-        skip_ch = [s.channels if s is not None else 0 for s in pyramid.skips] + [0]
-        in_ch = [pyramid.head.channels] + widths[:-1]
-        self.blocks = nn.ModuleList(
-            LiteDecoderBlock(i, s, o) for i, s, o in zip(in_ch, skip_ch, widths, strict=True)
-        )
-        self.seg_head = nn.Conv2d(widths[-1], 2, kernel_size=3, padding=1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        init_decoder_weights(self.blocks, self.seg_head)
-
-    def forward(
-        self,
-        head: torch.Tensor,
-        skips: Sequence[torch.Tensor | None],
-        size: tuple[int, int],
-    ) -> torch.Tensor:
-        """Decode.
-
-        Args:
-            head: ``(N, C_head, h, w)`` head feature.
-            skips: skip features deepest first, one per block except the last (entries may be
-                ``None``); a shorter list is padded with ``None``.
-            size: ``(H, W)`` of the input image.
-
-        Returns:
-            ``(N, 2, H, W)`` logits.
-        """
-        return decode_blocks(self.blocks, self.seg_head, head, skips, size)
+    block_type = LiteDecoderBlock

@@ -9,6 +9,7 @@ block is at stride 1 (then resized to the exact input size, which matters for od
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,9 @@ class UNetDecoder(nn.Module):
         torch.Size([2, 2, 11, 13])
     """
 
+    #: Block class, one instance per stride level (subclasses swap in lighter blocks).
+    block_type: ClassVar[type[nn.Module]] = DecoderBlock
+
     def __init__(self, pyramid: Pyramid, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
@@ -101,7 +105,7 @@ class UNetDecoder(nn.Module):
         skip_ch = [s.channels if s is not None else 0 for s in pyramid.skips] + [0]
         in_ch = [pyramid.head.channels] + widths[:-1]
         self.blocks = nn.ModuleList(
-            DecoderBlock(i, s, o) for i, s, o in zip(in_ch, skip_ch, widths, strict=True)
+            self.block_type(i, s, o) for i, s, o in zip(in_ch, skip_ch, widths, strict=True)
         )
         self.seg_head = nn.Conv2d(widths[-1], 2, kernel_size=3, padding=1)
         self._init_weights()
