@@ -284,7 +284,13 @@ def _add_distractors(
 
 
 def generate_sample(
-    size: int, label: int, rng: np.random.Generator
+    size: int,
+    label: int,
+    rng: np.random.Generator,
+    *,
+    background: Callable[[np.random.Generator, int], np.ndarray] | None = None,
+    object_scale: tuple[float, float] = (0.17, 0.36),
+    distractors: tuple[int, int] = (2, 5),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image of class ``label``.
 
@@ -292,6 +298,10 @@ def generate_sample(
         size: side of the square image in pixels (at least 32).
         label: class id in ``[0, len(CLASSES))``.
         rng: the generator that fixes every random choice.
+        background: ``(rng, size) -> (size, size, 3)`` float RGB background; ``None`` draws
+            the embedded procedural texture.
+        object_scale: ``(min, max)`` object radius as a share of the image side.
+        distractors: ``(min, max)`` number of distractors, inclusive.
 
     Returns:
         ``(image, mask)``: uint8 ``(size, size, 3)`` RGB image and bool ``(size, size)`` mask.
@@ -303,9 +313,10 @@ def generate_sample(
         (np.arange(size, dtype=np.float32) + 0.5) / size,
         indexing="ij",
     )
-    img = np.ascontiguousarray(_background(rng, yy, xx), dtype=np.float32)
-    _add_distractors(rng, img, yy, xx, int(rng.integers(2, 6)))
-    centre, radius, angle, aspect = _random_shape_params(rng, size, 0.17, 0.36)
+    img = _background(rng, yy, xx) if background is None else background(rng, size)
+    img = np.ascontiguousarray(img, dtype=np.float32)
+    _add_distractors(rng, img, yy, xx, int(rng.integers(distractors[0], distractors[1] + 1)))
+    centre, radius, angle, aspect = _random_shape_params(rng, size, *object_scale)
     mask = _shape_mask(size, label, centre, radius, angle, aspect)
     tex = _class_texture(rng, label, yy, xx)
     img[mask] = tex[mask]

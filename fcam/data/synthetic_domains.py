@@ -31,15 +31,7 @@ import cv2
 import numpy as np
 
 from fcam.core.validation import check_int
-from fcam.data.synthetic import (
-    CLASSES,
-    SyntheticWSOL,
-    _add_distractors,
-    _background,
-    _class_texture,
-    _random_shape_params,
-    _shape_mask,
-)
+from fcam.data.synthetic import SyntheticWSOL, generate_sample
 
 __all__ = ["BACKGROUNDS", "PHOTO_NAMES", "SyntheticDomainWSOL", "generate_domain_sample"]
 
@@ -101,25 +93,10 @@ def generate_domain_sample(
     Returns:
         ``(image, mask)``: uint8 ``(size, size, 3)`` RGB and bool ``(size, size)`` mask.
     """
-    if not 0 <= label < len(CLASSES):
-        raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
-    yy, xx = np.meshgrid(
-        (np.arange(size, dtype=np.float32) + 0.5) / size,
-        (np.arange(size, dtype=np.float32) + 0.5) / size,
-        indexing="ij",
+    photo = None if background == "texture" else _photo_background
+    return generate_sample(
+        size, label, rng, background=photo, object_scale=object_scale, distractors=distractors
     )
-    if background == "texture":
-        img = _background(rng, yy, xx)
-    else:
-        img = _photo_background(rng, size)
-    img = np.ascontiguousarray(img, dtype=np.float32)
-    _add_distractors(rng, img, yy, xx, int(rng.integers(distractors[0], distractors[1] + 1)))
-    centre, radius, angle, aspect = _random_shape_params(rng, size, *object_scale)
-    mask = _shape_mask(size, label, centre, radius, angle, aspect)
-    tex = _class_texture(rng, label, yy, xx)
-    img[mask] = tex[mask]
-    img += rng.normal(0.0, 6.0, size=img.shape).astype(np.float32)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), mask
 
 
 class SyntheticDomainWSOL(SyntheticWSOL):
