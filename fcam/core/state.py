@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -85,7 +86,7 @@ def model_dtype(model: nn.Module) -> torch.dtype:
         >>> model_dtype(nn.Linear(2, 2).double())
         torch.float64
     """
-    for tensor in [*model.parameters(), *model.buffers()]:
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.float32
