@@ -15,7 +15,6 @@ from typing import Any
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.validation import check_int, check_number
 from fcam.losses.crf import CRF_NORMALIZATIONS
-from fcam.upscalers import DEFAULT_WIDTHS
 
 __all__ = ["CRF_REFERENCE_PIXELS", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig", "SeedOptions"]
 
@@ -71,9 +70,12 @@ class FCAMConfig:
         cam: name of the seed CAM (:func:`fcam.cams.available`), or ``None`` for an extractor
             instance or a callable (:attr:`cam_ref` then names it when it is importable).
         cam_ref: ``"package.module:qualname"`` of a custom seed-CAM callable, if importable.
-        upscaler: decoder type (:func:`fcam.upscalers.available`).
+        upscaler: decoder type (:func:`fcam.upscalers.available`; default ``"unet-lite"``,
+            :class:`~fcam.upscalers.LiteUNetDecoder`; ``"unet"`` is F-CAM's published decoder).
         skips: explicit skip layers instead of the automatic pyramid (names).
-        widths: decoder widths, deepest first (F-CAM: ``(256, 128, 64, 32, 16)``).
+        widths: decoder widths, deepest first; ``None`` until :class:`fcam.FCAM` resolves it to
+            the decoder's own default (:func:`fcam.upscalers.default_widths`: ``(128, 64, 32,
+            16, 8)`` for ``"unet-lite"``, F-CAM's ``(256, 128, 64, 32, 16)`` for ``"unet"``).
         crf_weight: CRF weight at the 224² reference, rescaled per batch by
             :math:`(224^2 / HW)^2` (the CRF sums over all pixel pairs).
         sigma_rgb: CRF colour bandwidth (RGB in [0, 255]).
@@ -104,9 +106,9 @@ class FCAMConfig:
     target_layer: str | None = None
     cam: str | None = "gradcampp"
     cam_ref: str | None = None
-    upscaler: str = "unet"
+    upscaler: str = "unet-lite"
     skips: tuple[str, ...] | None = None
-    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    widths: tuple[int, ...] | None = None
     crf_weight: float = DEFAULT_REFERENCE_CRF_WEIGHT
     sigma_rgb: float = 15.0
     sigma_xy: float = 100.0
@@ -141,10 +143,11 @@ class FCAMConfig:
                  check_number(self.size_min_share, "size_min_share", positive=True, maximum=0.5))
         if not isinstance(self.upscaler, str):
             raise TypeError(f"upscaler must be a name, got {type(self.upscaler).__name__}")
-        widths = tuple(self.widths) if not isinstance(self.widths, (int, str)) else ()
-        set_(self, "widths", tuple(check_int(w, "widths") for w in widths))
-        if not self.widths:
-            raise ValueError(f"widths must be a non-empty sequence of positive ints, got {self.widths!r}")
+        if self.widths is not None:
+            widths = tuple(self.widths) if not isinstance(self.widths, (int, str)) else ()
+            if not widths:
+                raise ValueError(f"widths must be a non-empty sequence of positive ints, got {self.widths!r}")
+            set_(self, "widths", tuple(check_int(w, "widths") for w in widths))
         if self.skips is not None:
             set_(self, "skips", tuple(str(s) for s in self.skips))
         set_(self, "seed", check_int(self.seed, "seed", 0))

@@ -31,7 +31,7 @@ from fcam.explainer.checkpoint import (
 from fcam.explainer.config import FCAMConfig
 from fcam.explainer.trainer import Trainer, TrainOptions, checkpoint_path
 from fcam.losses import DenseCRFLoss, FCAMLoss, SeedLoss, SizeLoss
-from fcam.upscalers import Pyramid, build_upscaler, discover_pyramid
+from fcam.upscalers import Pyramid, build_upscaler, decoder_name, default_widths, discover_pyramid
 
 __all__ = ["FCAM", "NotFittedError"]
 
@@ -77,7 +77,9 @@ class FCAM:
             callable ``(images, targets) -> Tensor[B, h, w]`` (pytorch-grad-cam and torchcam
             objects are adapted by :func:`fcam.explainer.wrap_cam`); ``None`` only to explain
             with a loaded decoder.
-        upscaler: decoder type (:func:`fcam.upscalers.available`).
+        upscaler: decoder type (:func:`fcam.upscalers.available`); ``None``: the config's
+            (default ``"unet-lite"``, :class:`~fcam.upscalers.LiteUNetDecoder`; ``"unet"`` is
+            F-CAM's published decoder, about 8× the compute).
         skips: explicit skip layers (names or modules) instead of the automatic pyramid.
         output_fn: maps the model output to logits (see :func:`fcam.core.model_logits`).
         config: a complete :class:`~fcam.explainer.FCAMConfig` to start from.
@@ -94,7 +96,7 @@ class FCAM:
         model: nn.Module,
         target_layer: nn.Module | str | None = None,
         cam: str | CamFn | Any = "gradcampp",
-        upscaler: str = "unet",
+        upscaler: str | None = None,
         *,
         skips: Sequence[nn.Module | str] | None = None,
         output_fn: OutputFn | None = None,
@@ -106,7 +108,7 @@ class FCAM:
         if output_fn is not None and not callable(output_fn):
             raise TypeError(f"output_fn must be callable, got {type(output_fn).__name__}")
         base = config if config is not None else FCAMConfig()
-        cfg = base.replace(upscaler=upscaler, **options)
+        cfg = base.replace(**options) if upscaler is None else base.replace(upscaler=upscaler, **options)
         self.model = model
         self.output_fn = output_fn
         self.in_channels = first_conv_channels(model)
@@ -126,10 +128,11 @@ class FCAM:
             cam_ref=None if isinstance(cam, str) or cam is None else reference_of(cam),
             skips=None if skips is None else [s.name for s in self.pyramid.skips if s],
             output_fn_ref=None if output_fn is None else reference_of(output_fn),
+            widths=cfg.widths or default_widths(decoder_name(cfg.upscaler, self.pyramid)),
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
-            self.decoder = build_upscaler(upscaler, self.pyramid, self.config.widths)
+            self.decoder = build_upscaler(self.config.upscaler, self.pyramid, self.config.widths)
         # The decoder follows the classifier's dtype (float64 classifiers fit in float64).
         self.decoder.to(model_device(model), model_dtype(model))
         self.loss = self._build_loss()

@@ -2,9 +2,9 @@
 
 - :func:`discover_pyramid` finds the head (CAM layer) and one skip feature per stride.
 - :func:`capture_features` collects those features with context-managed hooks.
-- :class:`UNetDecoder` (``"unet"``, F-CAM's published decoder) and :class:`LiteUNetDecoder`
-  (``"unet-lite"``, 1×1 lateral projections, ~5× fewer MACs), built by :func:`build_upscaler`,
-  map them to 2-channel logits at the input resolution.
+- :class:`LiteUNetDecoder` (``"unet-lite"``, the default: 1×1 reductions of the head and skips,
+  half widths, ~8× fewer MACs) and :class:`UNetDecoder` (``"unet"``, F-CAM's published decoder),
+  built by :func:`build_upscaler`, map them to 2-channel logits at the input resolution.
 - :class:`DPTDecoder` (``"dpt"``) reassembles the single token grid of a plain ViT at four
   strides with learned resampling and adds an image-guidance stem; :func:`build_upscaler` picks
   it for such pyramids whatever the requested name (see ``docs/concepts/transformers.md``).
@@ -20,12 +20,14 @@ from torch import nn
 from fcam.core.hooks import capture_features
 from fcam.core.layers import PROBE_SIZE
 from fcam.upscalers.dpt import DPTDecoder, Reassemble
-from fcam.upscalers.lite_unet import LiteDecoderBlock, LiteUNetDecoder
+from fcam.upscalers.lite_unet import FOREGROUND_PRIOR, LITE_WIDTHS, LiteDecoderBlock, LiteUNetDecoder
 from fcam.upscalers.pyramid import FeatureLevel, Pyramid, discover_pyramid, module_name
 from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
 
 __all__ = [
     "DEFAULT_WIDTHS",
+    "FOREGROUND_PRIOR",
+    "LITE_WIDTHS",
     "PROBE_SIZE",
     "DPTDecoder",
     "DecoderBlock",
@@ -38,6 +40,8 @@ __all__ = [
     "available",
     "build_upscaler",
     "capture_features",
+    "decoder_name",
+    "default_widths",
     "discover_pyramid",
     "module_name",
 ]
@@ -56,19 +60,41 @@ def available() -> list[str]:
     return list(_UPSCALERS)
 
 
-def build_upscaler(name: str, pyramid: Pyramid, widths: Sequence[int] = DEFAULT_WIDTHS) -> nn.Module:
-    """Build the decoder called ``name`` for ``pyramid``.
-
-    A pyramid whose features are read at another stride than their own (a plain ViT:
-    :attr:`Pyramid.resampled`) always gets the :class:`DPTDecoder`, the only decoder with
-    learned resampling and image guidance; the choice is logged.
+def default_widths(name: str) -> tuple[int, ...]:
+    """Widths the decoder called ``name`` uses when none are given.
 
     Raises:
         ValueError: for an unknown name.
     """
     if name not in _UPSCALERS:
         raise ValueError(f"upscaler must be one of {available()}, got {name!r}")
-    if pyramid.resampled and name != "dpt":
-        logger.info("upscaler %r: single-grid token model, using the 'dpt' decoder", name)
-        name = "dpt"
-    return _UPSCALERS[name](pyramid, widths=widths)
+    return tuple(_UPSCALERS[name].default_widths)  # type: ignore[arg-type]
+
+
+def decoder_name(name: str, pyramid: Pyramid) -> str:
+    """The decoder :func:`build_upscaler` builds for ``name`` on ``pyramid``.
+
+    A pyramid whose features are read at another stride than their own (a plain ViT:
+    :attr:`Pyramid.resampled`) always gets ``"dpt"``, the only decoder with learned resampling
+    and image guidance.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name not in _UPSCALERS:
+        raise ValueError(f"upscaler must be one of {available()}, got {name!r}")
+    return "dpt" if pyramid.resampled else name
+
+
+def build_upscaler(name: str, pyramid: Pyramid, widths: Sequence[int] | None = None) -> nn.Module:
+    """Build the decoder called ``name`` (:func:`decoder_name`: ``"dpt"`` for a plain ViT, the
+    choice is logged) for ``pyramid``; ``widths=None`` takes that decoder's
+    ``default_widths``.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    built = decoder_name(name, pyramid)
+    if built != name:
+        logger.info("upscaler %r: single-grid token model, using the %r decoder", name, built)
+    return _UPSCALERS[built](pyramid, widths=widths)  # type: ignore[call-arg]

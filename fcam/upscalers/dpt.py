@@ -26,6 +26,7 @@ The classifier stays frozen and the losses are F-CAM's; only this module is trai
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +101,14 @@ class DPTDecoder(nn.Module):
     """
 
     needs_images = True
+    #: Widths used when ``widths=None``.
+    default_widths: ClassVar[tuple[int, ...]] = DEFAULT_WIDTHS
 
     def __init__(
-        self, pyramid: Pyramid, widths: Sequence[int] = DEFAULT_WIDTHS, *, in_channels: int = 3
+        self, pyramid: Pyramid, widths: Sequence[int] | None = None, *, in_channels: int = 3
     ) -> None:
         super().__init__()
-        widths = [int(w) for w in widths]
+        widths = [int(w) for w in (self.default_widths if widths is None else widths)]
         if not widths or any(w < 1 for w in widths):
             raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths}")
         top = pyramid.head.level

@@ -1,79 +1,73 @@
-"""A lighter F-CAM decoder: 1×1 lateral projections (FPN/DPT style) before one 3×3 conv per level.
+"""The default F-CAM decoder: 1×1 reductions of the head and skips, then U-Net blocks of half width.
 
 F-CAM's published :class:`~fcam.upscalers.unet.UNetDecoder` runs its 3×3 convolutions over the
 concatenation of the upsampled decoder tensor and the *full-width* skip feature. On a ResNet-50
 that first block alone (3×3 over 2048 + 1024 channels at stride 16) costs about 1.4 GMAC, and the
-whole decoder about 4.1 GMAC, i.e. as much as the classifier forward it decodes. This decoder
-keeps the same pyramid, widths and interface but:
+whole decoder about 4.1 GMAC, i.e. as much as the classifier forward it decodes; ``explain``
+then cannot get below about 0.55× the time of a Grad-CAM. This decoder keeps the U-Net's
+pyramid, concatenation and two 3×3 Conv–BN–ReLU per level, but:
 
-* projects the incoming decoder tensor to the block width with a 1×1 conv **at the lower
+* reduces the incoming decoder tensor to the block width with a 1×1 Conv–BN–ReLU **at the lower
   resolution, before upsampling** (for the first block this is the 2048-channel head),
-* projects the skip feature to the block width with a 1×1 lateral conv and **adds** it (as in
-  FPN / DPT) instead of concatenating,
-* runs a single 3×3 Conv–BN–ReLU per level instead of two, depthwise-separable (depthwise 3×3
-  then pointwise 1×1) in blocks at least :data:`SEPARABLE_MIN_WIDTH` wide (the low-resolution,
-  compute-bound ones), dense in the narrow high-resolution blocks (memory-bound: a separable
-  conv saves no time there),
-* keeps F-CAM's 3×3 segmentation head and its initialisation.
+* reduces the skip feature to the block width with a 1×1 Conv–BN–ReLU (lateral) before the
+  concatenation, so the 3×3 convs see ``2 × width`` channels instead of ``width + C_skip``,
+* uses half of F-CAM's widths, :data:`LITE_WIDTHS` ``(128, 64, 32, 16, 8)``,
+* starts from "nothing is foreground": the segmentation head's weights are zero and its bias
+  gives every pixel the foreground probability :data:`FOREGROUND_PRIOR`
+  (:func:`~fcam.upscalers.unet.init_decoder_weights`).
 
-With the default widths ``(256, 128, 64, 32, 16)`` the ResNet-50 decoder (224² input) costs
-0.51 GMAC and 1.0 M parameters, against 4.06 GMAC and 9.0 M for :class:`UNetDecoder`; ``explain``
-then takes 0.37–0.38× the time of pytorch-grad-cam's GradCAM on one CPU core (``unet``: 0.54–0.62×).
+With a ResNet-50 at 224² it costs 0.52 GMAC and 1.0 M parameters (``UNetDecoder``: 4.06 GMAC,
+9.0 M), and ``explain`` takes 0.38–0.39× the time of pytorch-grad-cam's GradCAM
+(``benchmarks/bench_explain.py``; ``"unet"``: 0.59–0.61×).
 
-.. warning::
-    Experimental, not the default. On the synthetic demo (resnet18, two image sizes) it matched
-    or beat ``"unet"`` for one decoder-initialisation seed (PxAP 77.3 vs 74.5 and 71.5 vs 70.5)
-    but converged to inverted maps (foreground probability high on the background, PxAP below the
-    plain CAM) for two of three seeds on both configurations, where ``"unet"`` trained fine with
-    every seed. Check the maps of a fitted ``"unet-lite"`` before relying on it.
+Why the prior: the dense-CRF loss pulls every pixel towards the label of its similar neighbours,
+so from a map that starts mostly foreground it drives the whole image to foreground faster than
+the few background seeds (10 per image, scattered) can carve the background out, while a compact
+foreground grown from the foreground seeds is cheap for the CRF. The published decoder's random
+initial map happens to lean either way; with this narrower decoder a map that started mostly
+foreground collapsed to all-foreground in the first epoch for 1 of 3 initialisation seeds. The
+measurements are in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcam.upscalers.unet import UNetDecoder
+from fcam.upscalers.unet import UNetDecoder, init_decoder_weights
 
-__all__ = ["LiteDecoderBlock", "LiteUNetDecoder"]
+__all__ = ["FOREGROUND_PRIOR", "LITE_WIDTHS", "LiteDecoderBlock", "LiteUNetDecoder"]
+
+#: Default widths of :class:`LiteUNetDecoder`, deepest block first (half of F-CAM's).
+LITE_WIDTHS: tuple[int, ...] = (128, 64, 32, 16, 8)
+
+#: Foreground probability of every pixel of an untrained :class:`LiteUNetDecoder`.
+FOREGROUND_PRIOR = 0.25
 
 
-#: Blocks at least this wide use a depthwise-separable 3×3 (depthwise 3×3 then pointwise 1×1):
-#: there the dense 3×3 is compute-bound and the separable one ~8× cheaper; narrower blocks sit at
-#: high resolution, where the convs are memory-bound and a separable one saves no time.
-SEPARABLE_MIN_WIDTH = 64
-
-
-def _conv_bn(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+def _cbr(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
     )
 
 
-def _conv3x3_bn_relu(channels: int) -> nn.Sequential:
-    if channels >= SEPARABLE_MIN_WIDTH:
-        return nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-            nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        )
-    return nn.Sequential(*_conv_bn(channels, channels, 3), nn.ReLU(inplace=True))
-
-
 class LiteDecoderBlock(nn.Module):
-    r"""Project, upsample, add a projected skip, then one (separable when wide) 3×3 Conv–BN–ReLU.
+    r"""Reduce, upsample, concatenate a reduced skip, then two Conv3×3–BN–ReLU layers.
 
     .. math::
-        y = \mathrm{CBR}_{3\times3}\Big(\mathrm{ReLU}\big(\mathrm{up}(P_x x) + P_s s\big)\Big)
+        y = \mathrm{CBR}^{3\times3}_2\Big(\mathrm{CBR}^{3\times3}_1\big(
+        [\,\mathrm{up}(R_x x),\ R_s s\,]\big)\Big)
 
-    with :math:`P_x` a 1×1 Conv–BN to ``out_channels`` applied at the input resolution (identity
-    when the widths already match), :math:`P_s` a 1×1 Conv–BN lateral projection of the skip,
-    and :math:`\mathrm{up}` the upsampling of :class:`~fcam.upscalers.unet.DecoderBlock`
-    (nearest ×2, then a bilinear ``align_corners=True`` resize to the skip's size only when they
-    differ).
+    with :math:`R_x` a 1×1 Conv–BN–ReLU to ``out_channels`` applied at the input resolution
+    (identity when the widths already match), :math:`R_s` a 1×1 Conv–BN–ReLU of the skip to
+    ``out_channels``, and :math:`\mathrm{up}` the upsampling of
+    :class:`~fcam.upscalers.unet.DecoderBlock` (nearest ×2, then a bilinear
+    ``align_corners=True`` resize to the skip's size only when they differ).
 
     Args:
         in_channels: channels of the incoming decoder tensor.
@@ -89,23 +83,25 @@ class LiteDecoderBlock(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
         super().__init__()
         self.skip_channels = skip_channels
-        self.project = (
-            _conv_bn(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.reduce = (
+            _cbr(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
-        self.lateral = _conv_bn(skip_channels, out_channels, 1) if skip_channels > 0 else None
-        self.conv = _conv3x3_bn_relu(out_channels)
+        self.lateral = _cbr(skip_channels, out_channels, 1) if skip_channels > 0 else None
+        joined = out_channels * (2 if self.lateral is not None else 1)
+        self.conv1 = _cbr(joined, out_channels, 3)
+        self.conv2 = _cbr(out_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.interpolate(self.project(x), scale_factor=2, mode="nearest")
+        x = F.interpolate(self.reduce(x), scale_factor=2, mode="nearest")
         if skip is not None and self.lateral is not None:
             if x.shape[-2:] != skip.shape[-2:]:
                 x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
-            x = x + self.lateral(skip.to(x.dtype))
-        return self.conv(F.relu(x))
+            x = torch.cat([x, self.lateral(skip.to(x.dtype))], dim=1)
+        return self.conv2(self.conv1(x))
 
 
 class LiteUNetDecoder(UNetDecoder):
-    """Light F-CAM decoder (``upscaler="unet-lite"``): same pyramid and output as :class:`UNetDecoder`.
+    """F-CAM's default decoder (``upscaler="unet-lite"``): same pyramid and output as :class:`UNetDecoder`.
 
     Block ``i`` (deepest first) consumes the skip at level ``L - 1 - i`` (``None`` where the
     pyramid has a gap, and always for the last block, i.e. full resolution); widths are resolved
@@ -114,19 +110,25 @@ class LiteUNetDecoder(UNetDecoder):
     segmentation head is a Conv3×3 to 2 logits (channel 0 background, channel 1 foreground),
     resized bilinearly to the input size when needed.
 
-    Initialisation as :class:`UNetDecoder`: decoder convs kaiming-uniform (fan-in, ReLU), BN
-    weight 1 and bias 0, segmentation head xavier-uniform with bias 0.
+    Initialisation: decoder convs kaiming-uniform (fan-in, ReLU), BN weight 1 and bias 0, as in
+    F-CAM; the segmentation head has zero weights and a bias giving foreground probability
+    :data:`FOREGROUND_PRIOR` everywhere (see the module docstring for why).
 
     Args:
         pyramid: the classifier's :class:`~fcam.upscalers.pyramid.Pyramid`.
-        widths: decoder widths, deepest block first.
+        widths: decoder widths, deepest block first (``None``: :data:`LITE_WIDTHS`).
 
     Example:
         >>> from fcam.upscalers.pyramid import FeatureLevel, Pyramid
         >>> pyr = Pyramid(FeatureLevel("c", 8, 2), (FeatureLevel("b", 4, 1),))
         >>> dec = LiteUNetDecoder(pyr, widths=(8, 4))
-        >>> dec(torch.zeros(2, 8, 3, 4), [torch.zeros(2, 4, 6, 7)], size=(11, 13)).shape
-        torch.Size([2, 2, 11, 13])
+        >>> out = dec(torch.zeros(2, 8, 3, 4), [torch.zeros(2, 4, 6, 7)], size=(11, 13))
+        >>> out.shape, round(out.softmax(1)[0, 1, 0, 0].item(), 2)
+        (torch.Size([2, 2, 11, 13]), 0.25)
     """
 
     block_type = LiteDecoderBlock
+    default_widths: ClassVar[tuple[int, ...]] = LITE_WIDTHS
+
+    def _init_weights(self) -> None:
+        init_decoder_weights(self.blocks, self.seg_head, fg_prior=FOREGROUND_PRIOR)

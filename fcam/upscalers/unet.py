@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,7 +84,7 @@ class UNetDecoder(nn.Module):
 
     Args:
         pyramid: the classifier's :class:`~fcam.upscalers.pyramid.Pyramid`.
-        widths: decoder widths, deepest block first.
+        widths: decoder widths, deepest block first (``None``: :attr:`default_widths`).
 
     Example:
         >>> from fcam.upscalers.pyramid import FeatureLevel, Pyramid
@@ -94,10 +96,12 @@ class UNetDecoder(nn.Module):
 
     #: Block class, one instance per stride level (subclasses swap in lighter blocks).
     block_type: ClassVar[type[nn.Module]] = DecoderBlock
+    #: Widths used when ``widths=None``.
+    default_widths: ClassVar[tuple[int, ...]] = DEFAULT_WIDTHS
 
-    def __init__(self, pyramid: Pyramid, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
+    def __init__(self, pyramid: Pyramid, widths: Sequence[int] | None = None) -> None:
         super().__init__()
-        widths = [int(w) for w in widths]
+        widths = [int(w) for w in (self.default_widths if widths is None else widths)]
         if not widths or any(w < 1 for w in widths):
             raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths}")
         n = pyramid.head.level
@@ -133,10 +137,14 @@ class UNetDecoder(nn.Module):
         return decode_blocks(self.blocks, self.seg_head, head, skips, size)
 
 
-def init_decoder_weights(body: nn.Module, seg_head: nn.Conv2d) -> None:
+def init_decoder_weights(body: nn.Module, seg_head: nn.Conv2d, fg_prior: float | None = None) -> None:
     """F-CAM's initialisation, shared by every decoder: convolutions of ``body``
     kaiming-uniform (fan-in, ReLU) with zero bias, BatchNorm weight 1 and bias 0, then the
-    segmentation head xavier-uniform with zero bias."""
+    segmentation head xavier-uniform with zero bias.
+
+    With ``fg_prior=p`` the segmentation head instead gets zero weights and the bias
+    ``(0, log(p / (1 - p)))``, so the untrained decoder gives foreground probability ``p`` at
+    every pixel (the head's weights still get gradients from the first step)."""
     for m in body.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
@@ -145,8 +153,15 @@ def init_decoder_weights(body: nn.Module, seg_head: nn.Conv2d) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-    nn.init.xavier_uniform_(seg_head.weight)
-    nn.init.zeros_(seg_head.bias)  # type: ignore[arg-type]
+    if fg_prior is None:
+        nn.init.xavier_uniform_(seg_head.weight)
+        nn.init.zeros_(seg_head.bias)  # type: ignore[arg-type]
+        return
+    if not 0.0 < fg_prior < 1.0:
+        raise ValueError(f"fg_prior must be in (0, 1), got {fg_prior!r}")
+    nn.init.zeros_(seg_head.weight)
+    with torch.no_grad():
+        seg_head.bias.copy_(torch.tensor([0.0, math.log(fg_prior / (1.0 - fg_prior))]))  # type: ignore[union-attr]
 
 
 def decode_blocks(
