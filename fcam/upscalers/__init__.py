@@ -20,7 +20,12 @@ from torch import nn
 from fcam.core.hooks import capture_features
 from fcam.core.layers import PROBE_SIZE
 from fcam.upscalers.dpt import DPTDecoder, Reassemble
-from fcam.upscalers.lite_unet import FOREGROUND_PRIOR, LITE_WIDTHS, LiteDecoderBlock, LiteUNetDecoder
+from fcam.upscalers.lite_unet import (
+    FOREGROUND_PRIOR,
+    LITE_WIDTHS,
+    LiteDecoderBlock,
+    LiteUNetDecoder,
+)
 from fcam.upscalers.pyramid import FeatureLevel, Pyramid, discover_pyramid, module_name
 from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
 
@@ -68,7 +73,7 @@ def default_widths(name: str) -> tuple[int, ...]:
     """
     if name not in _UPSCALERS:
         raise ValueError(f"upscaler must be one of {available()}, got {name!r}")
-    return tuple(_UPSCALERS[name].default_widths)  # type: ignore[arg-type]
+    return tuple(getattr(_UPSCALERS[name], "default_widths"))
 
 
 def decoder_name(name: str, pyramid: Pyramid) -> str:
