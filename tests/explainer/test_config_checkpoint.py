@@ -78,6 +78,32 @@ def test_every_config_field_is_a_constructor_option_and_round_trips(tmp_path: Pa
     assert FCAM.load(tmp_path / "fc.pt", model, sl_max=4).config.seeds.sl_max == 4
 
 
+@pytest.mark.parametrize("upscaler", ["unet", "unet-lite"])
+def test_decoder_choice_and_default_widths_round_trip(tmp_path: Path, upscaler: str) -> None:
+    from fcam.upscalers import LiteUNetDecoder, UNetDecoder, default_widths
+
+    model = tiny()
+    kind = {"unet": UNetDecoder, "unet-lite": LiteUNetDecoder}[upscaler]
+    fc = FCAM(model, "3", upscaler=upscaler, sigma_rgb=60.0)
+    assert type(fc.decoder) is kind
+    # widths=None is resolved to the decoder's own default and stored resolved
+    assert fc.config.widths == default_widths(upscaler)
+    fc.fit([torch.randn(2, 3, SIZE, SIZE)], epochs=1, progress=False)
+    fc.save(tmp_path / "fc.pt")
+    loaded = FCAM.load(tmp_path / "fc.pt", model)
+    assert type(loaded.decoder) is kind and loaded.config == fc.config
+    # a config's upscaler is kept when the constructor is not given one
+    again = FCAM(model, "3", config=fc.config)
+    assert type(again.decoder) is kind
+
+
+def test_checkpoint_of_another_decoder_is_refused_clearly(tmp_path: Path) -> None:
+    model = tiny()
+    fitted(model, upscaler="unet").save(tmp_path / "fc.pt")
+    with pytest.raises(ValueError, match="decoder weights do not fit"):
+        FCAM.load(tmp_path / "fc.pt", model, upscaler="unet-lite")
+
+
 def test_unknown_and_bad_options_are_refused() -> None:
     with pytest.raises(TypeError, match=r"unknown F-CAM option\(s\) \['crf_wieght'\]"):
         FCAM(tiny(), "3", crf_wieght=1e-8)
