@@ -65,15 +65,19 @@ def available() -> list[str]:
     return list(_UPSCALERS)
 
 
+def _decoder_class(name: str) -> type[nn.Module]:
+    if name not in _UPSCALERS:
+        raise ValueError(f"upscaler must be one of {available()}, got {name!r}")
+    return _UPSCALERS[name]
+
+
 def default_widths(name: str) -> tuple[int, ...]:
     """Widths the decoder called ``name`` uses when none are given.
 
     Raises:
         ValueError: for an unknown name.
     """
-    if name not in _UPSCALERS:
-        raise ValueError(f"upscaler must be one of {available()}, got {name!r}")
-    return tuple(getattr(_UPSCALERS[name], "default_widths"))
+    return tuple(getattr(_decoder_class(name), "default_widths"))
 
 
 def decoder_name(name: str, pyramid: Pyramid) -> str:
@@ -86,8 +90,7 @@ def decoder_name(name: str, pyramid: Pyramid) -> str:
     Raises:
         ValueError: for an unknown name.
     """
-    if name not in _UPSCALERS:
-        raise ValueError(f"upscaler must be one of {available()}, got {name!r}")
+    _decoder_class(name)
     return "dpt" if pyramid.resampled else name
 
 

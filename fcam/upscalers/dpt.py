@@ -33,17 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcam.upscalers.pyramid import FeatureLevel, Pyramid
-from fcam.upscalers.unet import DEFAULT_WIDTHS, init_decoder_weights
+from fcam.upscalers.unet import DEFAULT_WIDTHS, conv_bn_relu, init_decoder_weights
 
 __all__ = ["DPTDecoder", "Reassemble"]
-
-
-def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
 
 
 class Reassemble(nn.Module):
@@ -126,11 +118,11 @@ class DPTDecoder(nn.Module):
         self.lateral = nn.ModuleList(
             nn.Conv2d(width[i], width[i + 1], 1, bias=False) for i in range(top)
         )
-        self.refine = nn.ModuleList(_cbr(width[i + 1], width[i + 1]) for i in range(top))
+        self.refine = nn.ModuleList(conv_bn_relu(width[i + 1], width[i + 1]) for i in range(top))
         # Image guidance: stride 2 then stride 1 (levels 1 and 0).
         g1, g0 = width[top - 1], width[top]
-        self.stem1 = _cbr(in_channels, g1, stride=2)
-        self.stem0 = _cbr(in_channels, g0)
+        self.stem1 = conv_bn_relu(in_channels, g1, stride=2)
+        self.stem0 = conv_bn_relu(in_channels, g0)
         self.seg_head = nn.Conv2d(g0, 2, 1)
         self._init_weights()
 

@@ -34,10 +34,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fcam.upscalers.unet import UNetDecoder, init_decoder_weights
+from fcam.upscalers.unet import UNetDecoder, conv_bn_relu, init_decoder_weights, upsample_to
 
 __all__ = ["FOREGROUND_PRIOR", "LITE_WIDTHS", "LiteDecoderBlock", "LiteUNetDecoder"]
 
@@ -46,14 +45,6 @@ LITE_WIDTHS: tuple[int, ...] = (128, 64, 32, 16, 8)
 
 #: Foreground probability of every pixel of an untrained :class:`LiteUNetDecoder`.
 FOREGROUND_PRIOR = 0.25
-
-
-def _cbr(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 class LiteDecoderBlock(nn.Module):
@@ -84,18 +75,18 @@ class LiteDecoderBlock(nn.Module):
         super().__init__()
         self.skip_channels = skip_channels
         self.reduce = (
-            _cbr(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+            conv_bn_relu(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
-        self.lateral = _cbr(skip_channels, out_channels, 1) if skip_channels > 0 else None
+        self.lateral = conv_bn_relu(skip_channels, out_channels, 1) if skip_channels > 0 else None
         joined = out_channels * (2 if self.lateral is not None else 1)
-        self.conv1 = _cbr(joined, out_channels, 3)
-        self.conv2 = _cbr(out_channels, out_channels, 3)
+        self.conv1 = conv_bn_relu(joined, out_channels)
+        self.conv2 = conv_bn_relu(out_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.interpolate(self.reduce(x), scale_factor=2, mode="nearest")
+        if self.lateral is None:
+            skip = None
+        x = upsample_to(self.reduce(x), skip)
         if skip is not None and self.lateral is not None:
-            if x.shape[-2:] != skip.shape[-2:]:
-                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             x = torch.cat([x, self.lateral(skip.to(x.dtype))], dim=1)
         return self.conv2(self.conv1(x))
 

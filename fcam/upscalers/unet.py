@@ -19,10 +19,36 @@ from torch import nn
 
 from fcam.upscalers.pyramid import Pyramid
 
-__all__ = ["DEFAULT_WIDTHS", "DecoderBlock", "UNetDecoder", "decode_blocks", "init_decoder_weights"]
+__all__ = [
+    "DEFAULT_WIDTHS",
+    "DecoderBlock",
+    "UNetDecoder",
+    "conv_bn_relu",
+    "decode_blocks",
+    "init_decoder_weights",
+    "upsample_to",
+]
 
 #: Decoder widths of F-CAM for depth-5 encoders (deepest block first).
 DEFAULT_WIDTHS: tuple[int, ...] = (256, 128, 64, 32, 16)
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
+    """``Conv (no bias, "same" padding) - BatchNorm - ReLU``, the layer every decoder is built of."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def upsample_to(x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    """F-CAM's decoder upsampling: nearest ×2, then a bilinear ``align_corners=True`` resize to
+    ``skip``'s size only when they differ (odd input sizes, unpadded architectures)."""
+    x = F.interpolate(x, scale_factor=2, mode="nearest")
+    if skip is not None and x.shape[-2:] != skip.shape[-2:]:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+    return x
 
 
 class DecoderBlock(nn.Module):
@@ -50,22 +76,12 @@ class DecoderBlock(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
         super().__init__()
         self.skip_channels = skip_channels
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(in_channels + skip_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
-        self.conv2 = nn.Sequential(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.conv1 = conv_bn_relu(in_channels + skip_channels, out_channels)
+        self.conv2 = conv_bn_relu(out_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = upsample_to(x, skip)
         if skip is not None:
-            if x.shape[-2:] != skip.shape[-2:]:
-                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
             x = torch.cat([x, skip.to(x.dtype)], dim=1)
         return self.conv2(self.conv1(x))
 
