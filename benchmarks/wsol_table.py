@@ -36,7 +36,9 @@ from torch.utils.data import DataLoader, Subset
 
 from fcam import FCAM
 from fcam.cams import cam_to_size
+from fcam.core.io import atomic_torch_save
 from fcam.data import SyntheticWSOL
+from fcam.demo.cache import cache_dir, config_key
 from fcam.evaluation import evaluate_localization, fcam_map_fn
 from fcam.wsol import available, build, center_baseline, fsl_baseline, make_optimizer, train, train_step
 
@@ -60,9 +62,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fcam-train", type=int, default=192)
     p.add_argument("--fcam-epochs", type=int, default=3)
     p.add_argument("--fcam-batch-size", type=int, default=8)
-    p.add_argument("--crf-weight", type=float, default=1e-8,
-                   help="F-CAM's crf_weight at 224 px (fcam's default is 3e-8; at 64 px both 3e-8 and "
-                        "1e-8 gave decoder maps that are >= 0.5 almost everywhere here)")
+    p.add_argument("--crf-weight", type=float, default=None,
+                   help="F-CAM's crf_weight at 224 px (default: fcam's own default)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="retrain the WSOL classifiers instead of loading them from fcam's cache dir")
     p.add_argument("--fsl-k", type=int, default=5)
     p.add_argument("--fsl-epochs", type=int, default=30)
     p.add_argument("--timing-rounds", type=int, default=6)
@@ -111,6 +114,13 @@ def time_steps(models: dict[str, Any], batch: dict[str, torch.Tensor], rounds: i
     return {m: statistics.median(t) for m, t in times.items()}
 
 
+def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a trained WSOL classifier depends on (its cache key)."""
+    keys = ("size", "arch", "feature_layer", "width", "n_train", "epochs", "batch_size", "lr",
+            "head_lr_ratio", "seed", "quick")
+    return {k: getattr(args, k) for k in keys}
+
+
 def run_method(method: str, args: argparse.Namespace, loaders: dict[str, Any],
                num_classes: int) -> tuple[Any, list[dict[str, Any]]]:
     """Train one method, then score its own CAM and F-CAM on its seeds."""
@@ -119,19 +129,27 @@ def run_method(method: str, args: argparse.Namespace, loaders: dict[str, Any],
     built = build(base, method, num_classes, feature_layer=args.feature_layer, width=args.width,
                   seed=args.seed)
     evaluate = dict(cam_curve_interval=args.interval, progress=False)
-    t0 = time.time()
-    history = train(built, loaders["train"], method, epochs=args.epochs, lr=args.lr,
-                    progress=False, seed=args.seed, head_lr_ratio=args.head_lr_ratio)
-    train_s = time.time() - t0
+    path = cache_dir() / "wsol" / f"{method}-{config_key(_train_settings(args))}.pt"
+    if path.is_file() and not args.no_cache:
+        payload = torch.load(path, weights_only=True)
+        built.load_state_dict(payload["state"])
+        train_s, loss = payload["train_s"], payload["loss"]
+    else:
+        t0 = time.time()
+        history = train(built, loaders["train"], method, epochs=args.epochs, lr=args.lr,
+                        progress=False, seed=args.seed, head_lr_ratio=args.head_lr_ratio)
+        train_s, loss = time.time() - t0, history[-1]["loss"]
+        atomic_torch_save({"state": built.state_dict(), "train_s": train_s, "loss": loss}, path)
+    built.eval()
     own = evaluate_localization(own_cam_map_fn(built), built, loaders["test"], **evaluate)
     t0 = time.time()
-    fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed,
-              crf_weight=args.crf_weight)
+    options = {} if args.crf_weight is None else {"crf_weight": args.crf_weight}
+    fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed, **options)
     fc.fit(loaders["fcam"], epochs=args.fcam_epochs, progress=False)
     fcam_s = time.time() - t0
     with_fcam = evaluate_localization(fcam_map_fn(fc), built, loaders["test"], **evaluate)
     return built, [
-        {**scores_row(method, own), "train_s": round(train_s), "train_loss": history[-1]["loss"]},
+        {**scores_row(method, own), "train_s": round(train_s), "train_loss": loss},
         {**scores_row(f"{method} + F-CAM", with_fcam), "fit_s": round(fcam_s)},
     ]
 
