@@ -177,7 +177,8 @@ def evaluate(fc: FCAM, test: SyntheticDomainWSOL, device: torch.device,
 
 
 def run_domain(domain: Domain, options: dict[str, Any], n_train: int, epochs: int, n_test: int,
-               select: bool, device: torch.device, picture: Path | None = None) -> dict[str, Any]:
+               select: bool, device: torch.device, picture: Path | None = None,
+               fit_options: dict[str, Any] | None = None) -> dict[str, Any]:
     model, acc = classifier(domain, device)
     test = domain.data(n_test, "test")
     train = domain.data(n_train, "train")
@@ -189,7 +190,8 @@ def run_domain(domain: Domain, options: dict[str, Any], n_train: int, epochs: in
         loader = DataLoader(Subset(train, range(n_train)), batch_size=16, shuffle=True, drop_last=True)
         fc = FCAM(model, "features", **options)
         tic = time.time()
-        hist = fc.fit(loader, epochs=epochs, device=device, progress=False, val_loader=val)
+        hist = fc.fit(loader, epochs=epochs, device=device, progress=False, val_loader=val,
+                      **(fit_options or {}))
         res = evaluate(fc, test, device, want_cam=tag == "default")
         if tag == "default":
             row.update(cam_pxap=res["cam_pxap"], cam_box=res["cam_box"], gt_fg=res["gt_fg"])
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domains", nargs="*", default=list(DOMAINS))
     parser.add_argument("--options", default="{}", help="JSON FCAM options (experiments)")
+    parser.add_argument("--fit-options", default="{}", help="JSON FCAM.fit options, e.g. lr")
     parser.add_argument("--n-train", type=int, default=192)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n-test", type=int, default=60)
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             args.pictures.mkdir(parents=True, exist_ok=True)
             pic = args.pictures / f"{name}.png"
         row = run_domain(domain, options, args.n_train, args.epochs, args.n_test,
-                         not args.no_select, device, pic)
+                         not args.no_select, device, pic, json.loads(args.fit_options))
         rows.append(row)
         print("ROW", json.dumps(row), flush=True)
     print()
