@@ -30,7 +30,7 @@ so at a fixed spatial bandwidth it grows like ``(H·W)²``; the weight used is
 ``crf_weight · (224² / (H·W))²``, which keeps the balance between the CRF and the seed term
 independent of the image size. With the default ``crf_normalize="affinity"`` each image's
 affinity is also scaled to a unit mean entry, so the balance no longer depends on how much
-colour structure an image has. The default weight, 1e-9 (the paper's exact-kernel value), and
+colour structure an image has. The default weight, 2e-9 (twice the paper's exact-kernel value), and
 the default seeds (10 + 10 per image, background seeds from the lowest half of the CAM) were
 chosen on two synthetic domains; the earlier 3e-8 let the CRF outweigh the seeds about ninefold
 and ran away to all-foreground on cluttered backgrounds. Derivation and measurements, tuned

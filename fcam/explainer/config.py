@@ -23,11 +23,12 @@ CRF_REFERENCE_PIXELS = 224 * 224
 #: Default :attr:`FCAMConfig.crf_weight`, *defined at the 224² reference* and rescaled per batch
 #: by ``(224² / (H·W))²`` (unlike :data:`fcam.losses.DEFAULT_CRF_WEIGHT`, an absolute weight of
 #: the loss itself), for the default affinity-normalised CRF (``crf_normalize="affinity"``:
-#: every image's affinity scaled to unit mean entry). It equals the paper's exact-kernel weight;
-#: with the unnormalised CRF (mean affinity ≈ 0.1) it is ~10× weaker than the previous default
-#: 3e-8, which let the CRF dominate the seeds and run away to all-foreground on cluttered
-#: backgrounds. Measurements in docs/concepts/fcam.md (issue 11).
-DEFAULT_REFERENCE_CRF_WEIGHT = 1e-9
+#: every image's affinity scaled to unit mean entry). Twice the paper's exact-kernel weight; with
+#: the unnormalised CRF (mean affinity ≈ 0.1) it is ~15× weaker than the first default 3e-8,
+#: which let the CRF dominate the seeds and run away to all-foreground on cluttered backgrounds;
+#: 1e-9 left blobs larger than the objects after fit's default 10 epochs, and 3e-9 shrinks the
+#: maps below the objects. Measurements in docs/concepts/fcam.md (issue 11).
+DEFAULT_REFERENCE_CRF_WEIGHT = 2e-9
 
 
 @dataclass(frozen=True)
