@@ -32,11 +32,14 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
 from fcam import FCAM, cams
+from fcam.core.io import atomic_torch_save
 from fcam.data import SyntheticWSOL
+from fcam.demo.cache import cache_dir, config_key
 from fcam.metrics import pxap
 
 
 args_width = [128, 96]  # ViT hidden width, Swin embed dim (set from the command line)
+args_swin_patch = [4]  # Swin patch size (set from the command line)
 
 
 def build(kind: str, size: int, depth: int, classes: int) -> nn.Module:
@@ -48,7 +51,7 @@ def build(kind: str, size: int, depth: int, classes: int) -> nn.Module:
         )  # fmt: skip
     embed = args_width[1]
     return SwinTransformer(
-        patch_size=[4, 4], embed_dim=embed, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+        patch_size=[args_swin_patch[0]] * 2, embed_dim=embed, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
         window_size=[4, 4], stochastic_depth_prob=0.1, num_classes=classes,
     )  # fmt: skip
 
@@ -98,24 +101,38 @@ def quality(kind: str, args: argparse.Namespace) -> dict[str, object]:
     train = SyntheticWSOL(args.n_train, size=args.size, seed=0, split="train")
     test = SyntheticWSOL(args.n_test, size=args.size, seed=0, split="test")
     model = build(kind, args.size, args.depth, train.num_classes)
-    tic = time.time()
-    print(f"[{kind}] training the classifier from scratch", flush=True)
     vit = kind == "vit"
-    train_classifier(model, train, args.epochs if vit else args.swin_epochs, args.lr if vit else args.swin_lr)
+    epochs, lr = (args.epochs, args.lr) if vit else (args.swin_epochs, args.swin_lr)
+    settings = {"kind": kind, "size": args.size, "depth": args.depth, "width": args_width[0 if vit else 1],
+                "n_train": args.n_train, "epochs": epochs, "lr": lr, "v": 1}
+    if not vit:
+        settings["patch"] = args.swin_patch
+    path = cache_dir() / "transformers" / f"{kind}-{config_key(settings)}.pt"
+    if path.is_file() and not args.no_cache:
+        payload = torch.load(path, weights_only=True)
+        model.load_state_dict(payload["state"])
+        train_s = payload["train_s"]
+    else:
+        tic = time.time()
+        print(f"[{kind}] training the classifier from scratch", flush=True)
+        train_classifier(model, train, epochs, lr)
+        train_s = time.time() - tic
+        atomic_torch_save({"state": model.state_dict(), "train_s": train_s}, path)
     model.eval()
-    train_s = time.time() - tic
     acc = accuracy(model, test)
     print(f"[{kind}] test accuracy {acc:.1f} %", flush=True)
-    fc = FCAM(model)
+    fc = FCAM(model, **json.loads(args.fcam_options))
     loader = DataLoader(Subset(train, range(args.fcam_images)), batch_size=16, shuffle=True,
                         drop_last=True, generator=torch.Generator().manual_seed(1))  # fmt: skip
     tic = time.time()
     fc.fit(loader, epochs=args.fcam_epochs, progress=False)
     fit_s = time.time() - tic
     gradcam = cams.create("gradcam", model)
-    maps, grads, masks = [], [], []
+    maps, seeds, grads, masks = [], [], [], []
     for batch in DataLoader(test, batch_size=50):
-        maps.append(fc.explain(batch["image"]))
+        fmap, seed = fc.explain(batch["image"], batch["label"], return_cam=True)
+        maps.append(fmap)
+        seeds.append(seed)
         grads.append(gradcam.explain(batch["image"], batch["label"]))
         masks.append(batch["mask"])
     m, g, k = torch.cat(maps), torch.cat(grads), torch.cat(masks)
@@ -123,7 +140,8 @@ def quality(kind: str, args: argparse.Namespace) -> dict[str, object]:
         "part": "quality", "model": kind, "size": args.size, "accuracy": round(acc, 1),
         "gradcam_layer": gradcam.target_name, "fcam_layer": fc.target_name,
         "decoder": type(fc.decoder).__name__, "gradcam_pxap": round(pxap(g, k), 2),
-        "fcam_pxap": round(pxap(m, k), 2), "train_s": round(train_s), "fit_s": round(fit_s),
+        "fcam_pxap": round(pxap(m, k), 2), "seed_cam": fc.config.cam,
+        "seed_cam_pxap": round(pxap(torch.cat(seeds), k), 2), "train_s": round(train_s), "fit_s": round(fit_s),
         "n_train": args.n_train, "n_test": args.n_test, "fcam_images": args.fcam_images,
         "fcam_epochs": args.fcam_epochs,
     }  # fmt: skip
@@ -174,6 +192,8 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=4, help="ViT blocks (4-6)")
     p.add_argument("--vit-width", type=int, default=128)
     p.add_argument("--swin-embed", type=int, default=96, help="96 = Swin-T; heads 3-6-12-24")
+    p.add_argument("--swin-patch", type=int, default=4,
+                   help="Swin patch size: 4 gives stage grids 16-8-4-2 at 64 px, 2 gives 32-16-8-4 (about 7x the training time)")
     p.add_argument("--n-train", type=int, default=1500)
     p.add_argument("--n-test", type=int, default=300)
     p.add_argument("--epochs", type=int, default=12, help="ViT classifier epochs")
@@ -186,8 +206,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--fcam-options", default="{}", help="JSON FCAM keyword arguments (experiments)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="retrain the classifiers instead of loading them from fcam's cache dir")
     args = p.parse_args()
     args_width[:] = [args.vit_width, args.swin_embed]
+    args_swin_patch[:] = [args.swin_patch]
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.skip_speed:
