@@ -53,6 +53,45 @@ def test_val_pxap_selects_and_restores_the_best_epoch() -> None:
     assert final == pytest.approx(max(scores), abs=1e-6)
 
 
+class RandomValBatches:
+    """A validation "dataset" that draws from every global RNG on each pass (like a synthetic
+    or augmenting dataset does)."""
+
+    def __init__(self, batch: tuple[torch.Tensor, ...]) -> None:
+        self.batch = batch
+
+    def __iter__(self):
+        import random
+
+        import numpy as np
+
+        torch.rand(7)
+        random.random()
+        np.random.rand()
+        yield self.batch
+
+
+def test_selecting_fit_follows_the_plain_fits_trajectory() -> None:
+    # The seeds' sampling generator and a shuffling loader draw from the global torch RNG;
+    # validation that also draws from it must not shift the training that follows.
+    x, y, _ = squares(8, 0)
+    vx, vy, vm = squares(4, 1)
+    data = torch.utils.data.TensorDataset(x, y)
+
+    def run(val: object) -> tuple[list[float], dict[str, torch.Tensor]]:
+        torch.manual_seed(3)
+        loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
+        fc = make()
+        history = fc.fit(loader, epochs=3, lr=0.05, progress=False, val_loader=val,
+                         select_by=None if val is not None else "pxap")  # fmt: skip
+        return [h["loss"] for h in history], fc.decoder.state_dict()
+
+    plain_losses, plain_state = run(None)
+    val_losses, val_state = run(RandomValBatches((vx, vy, vm)))
+    assert val_losses == plain_losses
+    assert all(torch.equal(plain_state[k], val_state[k]) for k in plain_state)
+
+
 def test_val_dicts_without_selection_and_mask_free_score() -> None:
     x, y, _ = squares(4, 0)
     fc = make()
