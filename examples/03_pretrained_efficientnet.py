@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     loader = DataLoader(train, batch_size=4 if args.quick else 8, shuffle=True)
     # mean/std tell F-CAM how to undo this model's normalisation (the batches also carry "raw").
     explainer = fcam.FCAM(model, target_layer="head", cam="gradcampp", mean=MEAN, std=STD)
-    explainer.fit(loader, epochs=args.epochs or (1 if args.quick else 6), device=device,
+    explainer.fit(loader, epochs=args.epochs or (1 if args.quick else 10), device=device,  # 10: fit's default
                   progress=not args.quick)
     with torch.no_grad():
         maps["F-CAM"], seed_cam = explainer.explain(images, targets=targets, return_cam=True)
