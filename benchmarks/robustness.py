@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from cached_training import load_or_train
 from fcam import FCAM
 from fcam.data.synthetic_domains import SyntheticDomainWSOL
 from fcam.demo.cache import cache_dir, config_key
@@ -116,39 +117,36 @@ def classifier(domain: Domain, device: torch.device) -> tuple[nn.Module, float]:
     """The domain's classifier, trained once and cached; returns (model, test accuracy %)."""
     spec = {k: v for k, v in dataclasses.asdict(domain).items() if k not in ("name", "tuned")}
     path = cache_dir() / "robustness" / f"{config_key({**spec, 'v': 1})}.pt"
-    model = SmallCNN(domain.stages, domain.clf_width)
-    if path.is_file():
-        payload = torch.load(path, weights_only=True)
-        model.load_state_dict(payload["state"])
-        return model.to(device).eval(), float(payload["acc"])
-    torch.manual_seed(0)
-    train = domain.data(domain.n_clf, "train")
-    loader = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=domain.clf_epochs * len(loader))
-    tic = time.time()
-    for _ in range(domain.clf_epochs):
-        model.train()
-        for batch in loader:
-            images = batch["image"].to(device)
-            flip = torch.rand(images.shape[0]) < 0.5
-            images[flip] = images[flip].flip(-1)
-            loss = nn.functional.cross_entropy(model(images), batch["label"].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    test = domain.data(300, "test")
-    correct = 0
-    with torch.no_grad():
-        for batch in DataLoader(test, batch_size=100):
-            correct += int((model(batch["image"].to(device)).argmax(1).cpu() == batch["label"]).sum())
-    acc = 100.0 * correct / len(test)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(), "acc": acc}, path)
-    logger.info("%s: classifier trained in %.0fs, accuracy %.1f%%", domain.name, time.time() - tic, acc)
+    model = SmallCNN(domain.stages, domain.clf_width).to(device)
+
+    def train() -> dict[str, Any]:
+        torch.manual_seed(0)
+        loader = DataLoader(domain.data(domain.n_clf, "train"), batch_size=32, shuffle=True, drop_last=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=domain.clf_epochs * len(loader))
+        tic = time.time()
+        for _ in range(domain.clf_epochs):
+            model.train()
+            for batch in loader:
+                images = batch["image"].to(device)
+                flip = torch.rand(images.shape[0]) < 0.5
+                images[flip] = images[flip].flip(-1)
+                loss = nn.functional.cross_entropy(model(images), batch["label"].to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        model.eval()
+        test = domain.data(300, "test")
+        correct = 0
+        with torch.no_grad():
+            for batch in DataLoader(test, batch_size=100):
+                correct += int((model(batch["image"].to(device)).argmax(1).cpu() == batch["label"]).sum())
+        acc = 100.0 * correct / len(test)
+        logger.info("%s: classifier trained in %.0fs, accuracy %.1f%%", domain.name, time.time() - tic, acc)
+        return {"acc": acc}
+
+    acc = float(load_or_train(model, path, train)["acc"])
     return model.eval(), acc
 
 

@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +32,8 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
+from cached_training import load_or_train
 from fcam import FCAM, cams
-from fcam.core.io import atomic_torch_save
 from fcam.data import SyntheticWSOL
 from fcam.demo.cache import cache_dir, config_key
 from fcam.metrics import pxap
@@ -107,17 +108,15 @@ def quality(kind: str, args: argparse.Namespace) -> dict[str, object]:
                 "n_train": args.n_train, "epochs": epochs, "lr": lr, "v": 1}
     if not vit:
         settings["patch"] = args.swin_patch
-    path = cache_dir() / "transformers" / f"{kind}-{config_key(settings)}.pt"
-    if path.is_file() and not args.no_cache:
-        payload = torch.load(path, weights_only=True)
-        model.load_state_dict(payload["state"])
-        train_s = payload["train_s"]
-    else:
+
+    def train_model() -> dict[str, Any]:
         tic = time.time()
         print(f"[{kind}] training the classifier from scratch", flush=True)
         train_classifier(model, train, epochs, lr)
-        train_s = time.time() - tic
-        atomic_torch_save({"state": model.state_dict(), "train_s": train_s}, path)
+        return {"train_s": time.time() - tic}
+
+    path = cache_dir() / "transformers" / f"{kind}-{config_key(settings)}.pt"
+    train_s = load_or_train(model, path, train_model, retrain=args.no_cache)["train_s"]
     model.eval()
     acc = accuracy(model, test)
     print(f"[{kind}] test accuracy {acc:.1f} %", flush=True)

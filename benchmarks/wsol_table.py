@@ -34,9 +34,9 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Subset
 
+from cached_training import load_or_train
 from fcam import FCAM
 from fcam.cams import cam_to_size
-from fcam.core.io import atomic_torch_save
 from fcam.data import SyntheticWSOL
 from fcam.demo.cache import cache_dir, config_key
 from fcam.evaluation import evaluate_localization, fcam_map_fn
@@ -129,17 +129,16 @@ def run_method(method: str, args: argparse.Namespace, loaders: dict[str, Any],
     built = build(base, method, num_classes, feature_layer=args.feature_layer, width=args.width,
                   seed=args.seed)
     evaluate = dict(cam_curve_interval=args.interval, progress=False)
-    path = cache_dir() / "wsol" / f"{method}-{config_key(_train_settings(args))}.pt"
-    if path.is_file() and not args.no_cache:
-        payload = torch.load(path, weights_only=True)
-        built.load_state_dict(payload["state"])
-        train_s, loss = payload["train_s"], payload["loss"]
-    else:
+
+    def train_method() -> dict[str, Any]:
         t0 = time.time()
         history = train(built, loaders["train"], method, epochs=args.epochs, lr=args.lr,
                         progress=False, seed=args.seed, head_lr_ratio=args.head_lr_ratio)
-        train_s, loss = time.time() - t0, history[-1]["loss"]
-        atomic_torch_save({"state": built.state_dict(), "train_s": train_s, "loss": loss}, path)
+        return {"train_s": time.time() - t0, "loss": history[-1]["loss"]}
+
+    path = cache_dir() / "wsol" / f"{method}-{config_key(_train_settings(args))}.pt"
+    trained = load_or_train(built, path, train_method, retrain=args.no_cache)
+    train_s, loss = trained["train_s"], trained["loss"]
     built.eval()
     own = evaluate_localization(own_cam_map_fn(built), built, loaders["test"], **evaluate)
     t0 = time.time()
