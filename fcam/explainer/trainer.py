@@ -223,11 +223,11 @@ class Trainer:
         select = self.options.select_by == "pxap"
         # Validation batches may draw from the global RNGs (a synthetic or augmenting dataset);
         # restoring them keeps a selecting fit on the same trajectory as a plain one.
-        state = rng_state()
+        rngs = rng_state()
         try:
             stats.update(validate(self.fc, self.options.val_loader, need_masks=select))
         finally:
-            set_rng_state(state)
+            set_rng_state(rngs)
         if select and (self.best is None or stats["val_pxap"] > self.best["pxap"]):
             state = {k: v.detach().clone() for k, v in self.fc.decoder.state_dict().items()}
             self.best = {"epoch": epoch + 1, "pxap": stats["val_pxap"], "decoder": state}
