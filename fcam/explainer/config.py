@@ -90,6 +90,14 @@ class FCAMConfig:
             map towards a 50/50 split) or the minimal share of each class, enforced by a
             penalty that is zero while it holds (:func:`fcam.losses.size_loss`).
         seed_weight: weight of the seed cross-entropy (paper: 1.0).
+        cam_exponent: :math:`\gamma` of the map :meth:`fcam.FCAM.explain` returns,
+            :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}`: the decoder's foreground probability
+            weighted by the seed CAM of the explained class :math:`c`. ``0`` returns
+            :math:`p_{fg}` alone (the published F-CAM: class-agnostic, no backward); :math:`\gamma
+            > 0` keeps the CAM's ranking between regions the decoder marks with equal
+            confidence (e.g. the object and a look-alike distractor) and makes the map
+            class-specific, at the cost of computing the seed CAM (a backward through the layers
+            after ``target_layer`` for gradient CAMs). Training does not use it.
         init_t, max_t, mulcoef: log-barrier schedule (paper: 1, 10, 1.01 per epoch).
         seeds: seed sampling (:class:`SeedOptions`).
         mean, std: normalisation of the loader's images, undone to get the CRF's raw RGB when a
@@ -118,6 +126,7 @@ class FCAMConfig:
     size_weight: float = 0.1
     size_min_share: float | None = None
     seed_weight: float = 1.0
+    cam_exponent: float = 0.0
     init_t: float = 1.0
     max_t: float = 10.0
     mulcoef: float = 1.01
@@ -130,7 +139,7 @@ class FCAMConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for name in ("crf_weight", "size_weight", "seed_weight"):
+        for name in ("crf_weight", "size_weight", "seed_weight", "cam_exponent"):
             set_(self, name, check_number(getattr(self, name), name, non_negative=True))
         for name in ("sigma_rgb", "sigma_xy", "init_t", "max_t", "mulcoef"):
             set_(self, name, check_number(getattr(self, name), name, positive=True))
@@ -209,4 +218,5 @@ class FCAMConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"checkpoint config has unknown keys {unknown}; upgrade fcam to read it")
-        return cls(**dict(data))
+        # A checkpoint written before `cam_exponent` existed explained with the decoder alone.
+        return cls(**{"cam_exponent": 0.0, **data})

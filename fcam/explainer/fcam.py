@@ -20,7 +20,7 @@ from fcam.core.references import import_reference, reference_of
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
 from fcam.core.tokens import default_target_layer
-from fcam.core.validation import check_images, check_maps, check_stats
+from fcam.core.validation import check_images, check_maps, check_number, check_stats
 from fcam.explainer.adapters import CamFn, wrap_cam
 from fcam.explainer.checkpoint import (
     classifier_fingerprint,
@@ -190,7 +190,8 @@ class FCAM:
         if self.cam_fn is None:
             raise ValueError(
                 "this FCAM has no seed cam (it was fitted with a custom callable that cannot be "
-                "imported); pass cam= to FCAM.load"
+                "imported); pass cam= to FCAM.load, or explain with cam_exponent=0 and "
+                "return_cam=False"
             )
         with_features = getattr(self.cam_fn, "with_features", None)
         if callable(with_features):
@@ -219,28 +220,39 @@ class FCAM:
 
     # ------------------------------------------------------------------ explain
     @overload
-    def explain(self, images: Tensor, targets: Targets = ..., return_cam: Literal[False] = ...) -> Tensor: ...
+    def explain(
+        self, images: Tensor, targets: Targets = ..., return_cam: Literal[False] = ...,
+        *, cam_exponent: float | None = ...,
+    ) -> Tensor: ...
 
     @overload
     def explain(
-        self, images: Tensor, targets: Targets = ..., *, return_cam: Literal[True]
+        self, images: Tensor, targets: Targets = ..., *, return_cam: Literal[True],
+        cam_exponent: float | None = ...,
     ) -> tuple[Tensor, Tensor]: ...
 
     def explain(
-        self, images: Tensor, targets: Targets = None, return_cam: bool = False
+        self, images: Tensor, targets: Targets = None, return_cam: bool = False,
+        *, cam_exponent: float | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Full-resolution foreground maps: one classifier forward plus the decoder.
+        r"""Full-resolution maps: one classifier forward plus the decoder.
+
+        The map is :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}`, the decoder's foreground
+        probability weighted by the seed CAM of class :math:`c` (``targets``) raised to
+        :math:`\gamma` = ``cam_exponent`` (:attr:`FCAMConfig.cam_exponent`). With
+        :math:`\gamma = 0` it is :math:`p_{fg}` alone, class-agnostic, and no CAM is computed.
 
         Args:
             images: ``(B, C, H, W)`` normalised batch on the model's device.
-            targets: class per image, only used for the seed CAM when ``return_cam=True``
-                (the F-CAM map is class-agnostic); ``None`` means the prediction.
+            targets: class per image for the seed CAM (used when ``return_cam=True`` or
+                :math:`\gamma > 0`); ``None`` means the prediction.
             return_cam: also return the seed CAM at input size (needs a backward for
                 gradient methods).
+            cam_exponent: :math:`\gamma \ge 0` for this call; ``None``: the config's.
 
         Returns:
-            ``(B, H, W)`` float32 foreground probability in [0, 1] on the images' device, and
-            with ``return_cam`` the ``(B, H, W)`` seed CAM in [0, 1].
+            ``(B, H, W)`` float32 map in [0, 1] on the images' device, and with ``return_cam``
+            the ``(B, H, W)`` seed CAM in [0, 1].
 
         Raises:
             NotFittedError: before :meth:`fit` or :meth:`load`.
@@ -257,11 +269,13 @@ class FCAM:
         if images.dtype != dtype:
             raise ValueError(f"`images` have dtype {images.dtype} but the model has {dtype}")
         wanted = parse_targets(targets, images.shape[0], self.num_classes)
+        gamma = self.config.cam_exponent if cam_exponent is None else check_number(
+            cam_exponent, "cam_exponent", non_negative=True)
         if model_device(self.decoder) != device or model_dtype(self.decoder) != dtype:
             self.decoder.to(device, dtype)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         with frozen(self.model), frozen(self.decoder, requires_grad=True):
-            if return_cam:
+            if return_cam or gamma > 0:
                 cam, feats = self.cam_and_features(images, wanted)
             else:
                 feats = self.features(images)
@@ -269,6 +283,8 @@ class FCAM:
                 logits = self.decode(self.decoder, feats, size)
                 maps = torch.softmax(logits.float(), dim=1)[:, 1]
         maps = torch.nan_to_num(maps, nan=0.0)
+        if gamma > 0:
+            maps = maps * cam.to(maps.dtype).pow(gamma)
         return (maps, cam) if return_cam else maps
 
     # ------------------------------------------------------------------ fit

@@ -100,11 +100,12 @@ def validate(fc: FCAM, val_loader: Iterable[Any], need_masks: bool) -> dict[str,
     for batch in val_loader:
         parsed = parse_val_batch(batch, fc.in_channels, fc.num_classes)
         images = parsed.images.to(device, dtype)
-        maps = fc.explain(images)
+        labels = None if parsed.labels is None else parsed.labels.to(device)
+        # The labelled class, as the WSOL protocol localises it (matters when cam_exponent > 0).
+        maps = fc.explain(images, labels)
         if parsed.masks is not None:
             evaluator.update(maps, parsed.masks.to(device))
             with_masks += 1
-        labels = None if parsed.labels is None else parsed.labels.to(device)
         drops.append(_avg_drop(fc.model, images, maps, labels))
     if not drops:
         raise ValueError("val_loader is empty")

@@ -1,0 +1,134 @@
+"""``cam_exponent``: explain's map p_fg * cam_c ** gamma, class-specific for gamma > 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fcam import FCAM
+from fcam.cams import GradCAM, cam_to_size
+from fcam.explainer.selection import validate
+from fcam.metrics import pxap
+
+SIZE = 32
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
+    ).eval()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fitted() -> FCAM:
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(8, 3, SIZE, SIZE, generator=g), torch.arange(8) % 3)
+    fc = FCAM(tiny(), "4", cam="gradcam", widths=(8, 4), sigma_rgb=60.0)
+    fc.fit(DataLoader(data, batch_size=4), epochs=1, progress=False)
+    return fc
+
+
+def images() -> torch.Tensor:
+    return torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+def test_default_is_the_decoder_probability_and_needs_no_cam(fitted: FCAM) -> None:
+    assert fitted.config.cam_exponent == 0.0
+    x = images()
+    fitted_cam = fitted.cam_fn
+    fitted.cam_fn = None  # explain must not touch the seed CAM at gamma = 0
+    try:
+        plain = fitted.explain(x)
+        assert torch.equal(fitted.explain(x, targets=[2, 2, 2]), plain)  # class-agnostic
+    finally:
+        fitted.cam_fn = fitted_cam
+
+
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0, 2.0])
+def test_map_is_probability_times_independent_gradcam_power(fitted: FCAM, gamma: float) -> None:
+    x, y = images(), torch.tensor([0, 1, 2])
+    prob = fitted.explain(x, cam_exponent=0)
+    # The seed CAM recomputed by a separate extractor on the same layer.
+    cam = cam_to_size(GradCAM(fitted.model, "4")(x, y), (SIZE, SIZE))
+    expected = prob * cam.pow(gamma)
+    got, returned_cam = fitted.explain(x, y, return_cam=True, cam_exponent=gamma)
+    torch.testing.assert_close(returned_cam, cam)
+    torch.testing.assert_close(got, expected)
+    assert got.min() >= 0 and got.max() <= 1
+
+
+def test_positive_gamma_is_class_specific_and_works_under_no_grad(fitted: FCAM) -> None:
+    x = images()
+    with torch.no_grad():
+        a = fitted.explain(x, [0, 0, 0], cam_exponent=0.5)
+        b = fitted.explain(x, [1, 1, 1], cam_exponent=0.5)
+        default = fitted.explain(x, cam_exponent=0.5)  # the prediction's class
+    assert not torch.allclose(a, b)
+    predicted = fitted.model(x).argmax(1)
+    torch.testing.assert_close(default, fitted.explain(x, predicted, cam_exponent=0.5))
+    assert all(p.grad is None for p in fitted.model.parameters())
+
+
+def test_config_value_drives_explain_and_survives_save_load(tmp_path: Path, fitted: FCAM) -> None:
+    x, y = images(), torch.tensor([2, 0, 1])
+    fitted.save(tmp_path / "a.pt")
+    weighted = FCAM.load(tmp_path / "a.pt", fitted.model, cam_exponent=0.5)
+    assert weighted.config.cam_exponent == 0.5
+    torch.testing.assert_close(weighted.explain(x, y), fitted.explain(x, y, cam_exponent=0.5))
+    weighted.save(tmp_path / "b.pt")
+    again = FCAM.load(tmp_path / "b.pt", fitted.model)
+    assert again.config.cam_exponent == 0.5
+    torch.testing.assert_close(again.explain(x, y), weighted.explain(x, y))
+
+
+def test_checkpoint_config_without_the_key_explains_with_the_decoder_alone() -> None:
+    from fcam.explainer import FCAMConfig
+
+    old = FCAMConfig(cam_exponent=0.5).to_dict()
+    del old["cam_exponent"]
+    assert FCAMConfig.from_dict(old).cam_exponent == 0.0
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_bad_exponent_is_refused_by_name(fitted: FCAM, bad: float) -> None:
+    with pytest.raises(ValueError, match="cam_exponent"):
+        fitted.explain(images(), cam_exponent=bad)
+    with pytest.raises(ValueError, match="cam_exponent"):
+        FCAM(tiny(), "4", cam="gradcam", widths=(8, 4), cam_exponent=bad)
+    with pytest.raises(ValueError, match="cam_exponent must be a finite number, got '1'"):
+        fitted.explain(images(), cam_exponent="1")  # type: ignore[arg-type]
+
+
+def test_without_a_seed_cam_positive_gamma_names_the_way_out(fitted: FCAM) -> None:
+    fitted_cam = fitted.cam_fn
+    fitted.cam_fn = None
+    try:
+        with pytest.raises(ValueError, match="cam_exponent=0"):
+            fitted.explain(images(), cam_exponent=0.5)
+    finally:
+        fitted.cam_fn = fitted_cam
+
+
+def test_validation_scores_the_labelled_class(fitted: FCAM) -> None:
+    x = images()
+    y = torch.tensor([1, 2, 0])
+    masks = torch.zeros(3, SIZE, SIZE, dtype=torch.long)
+    masks[:, 8:20, 10:24] = 1
+    original = fitted.config
+    fitted.config = original.replace(cam_exponent=1.0)
+    try:
+        scores = validate(fitted, [(x, y, masks)], need_masks=True)
+        expected = pxap(fitted.explain(x, y), masks, cam_curve_interval=0.01)
+        by_prediction = pxap(fitted.explain(x), masks, cam_curve_interval=0.01)
+    finally:
+        fitted.config = original
+    assert expected != pytest.approx(by_prediction)  # the test can tell the two apart
+    assert scores["val_pxap"] == pytest.approx(expected)
