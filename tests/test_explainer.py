@@ -62,7 +62,7 @@ def test_pyramid_and_fit_explain(tmp_path: Path) -> None:
     assert hist[1]["t"] == pytest.approx(1.01**2)
     x = torch.randn(3, 3, 37, 45)  # odd size
     with torch.no_grad():
-        maps = fc.explain(x)
+        maps = fc.explain(x, targets=[0, 1, 2])
     assert maps.shape == (3, 37, 45) and maps.dtype == torch.float32
     assert maps.min() >= 0 and maps.max() <= 1 and not maps.requires_grad
     maps2, cam = fc.explain(x, targets=[0, 1, 2], return_cam=True)
@@ -98,10 +98,14 @@ def test_one_classifier_forward_per_step_and_none_at_explain_backward() -> None:
     calls.clear()
     fc.fit(DataLoader(data(8), batch_size=4), epochs=1, progress=False)
     assert len(calls) == 2  # 2 steps, the extractor's forward is reused for the features
+    calls.clear()
+    with torch.no_grad():  # the default map weights by the seed CAM: its forward gives the features
+        fc.explain(torch.randn(2, 3, SIZE, SIZE))
+    assert len(calls) == 1
     fc.cam_fn = lambda *a: (_ for _ in ()).throw(AssertionError("extractor used at inference"))
     calls.clear()
     with torch.no_grad():
-        fc.explain(torch.randn(2, 3, SIZE, SIZE))
+        fc.explain(torch.randn(2, 3, SIZE, SIZE), cam_exponent=0)
     assert len(calls) == 1
 
 

@@ -1,11 +1,16 @@
-"""F-CAM: a learned, image-guided upscaler of class activation maps (Belharbi et al., WACV 2022).
+r"""F-CAM: a learned, image-guided upscaler of class activation maps (Belharbi et al., WACV 2022).
 
 :class:`FCAM` attaches a U-Net decoder (:mod:`fcam.upscalers`) to a **frozen** classifier's own
 feature pyramid and trains it without any mask: sparse pseudo-labels ("seeds") sampled from the
 classifier's low-resolution CAM, a dense-CRF term that snaps the map to colour edges, and a
 log-barrier size term (:mod:`fcam.losses`). At inference the map is the decoder's softmax
-foreground probability at full input resolution, from one classifier forward plus the decoder
-(no backward, no CAM extractor).
+foreground probability :math:`p_{fg}` at full input resolution, weighted by the seed CAM of the
+explained class: :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}` with ``cam_exponent`` :math:`\gamma`
+(default :data:`DEFAULT_CAM_EXPONENT`, 0.25). The decoder marks a look-alike distractor as
+confidently as the object; the CAM's ranking tells them apart. ``cam_exponent=0`` gives the
+published, class-agnostic map from one classifier forward plus the decoder (no backward, no CAM
+extractor); with :math:`\gamma > 0` the seed CAM costs a backward through the layers after
+``target_layer`` (gradient CAMs).
 
 Example:
     >>> from fcam import FCAM
@@ -58,6 +63,7 @@ from fcam.explainer.adapters import CamFn, wrap_cam
 from fcam.explainer.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, classifier_fingerprint
 from fcam.explainer.config import (
     CRF_REFERENCE_PIXELS,
+    DEFAULT_CAM_EXPONENT,
     DEFAULT_REFERENCE_CRF_WEIGHT,
     FCAMConfig,
     SeedOptions,
@@ -68,6 +74,7 @@ from fcam.explainer.trainer import TrainOptions
 __all__ = [
     "CHECKPOINT_NAME",
     "CRF_REFERENCE_PIXELS",
+    "DEFAULT_CAM_EXPONENT",
     "DEFAULT_REFERENCE_CRF_WEIGHT",
     "FCAM",
     "FORMAT_VERSION",

@@ -16,7 +16,10 @@ from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.validation import check_int, check_number
 from fcam.losses.crf import CRF_NORMALIZATIONS
 
-__all__ = ["CRF_REFERENCE_PIXELS", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig", "SeedOptions"]
+__all__ = [
+    "CRF_REFERENCE_PIXELS", "DEFAULT_CAM_EXPONENT", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig",
+    "SeedOptions",
+]
 
 #: Pixel count of the image size the user-facing ``crf_weight`` refers to (224×224).
 CRF_REFERENCE_PIXELS = 224 * 224
@@ -29,6 +32,14 @@ CRF_REFERENCE_PIXELS = 224 * 224
 #: 1e-9 left blobs larger than the objects after fit's default 10 epochs, and 3e-9 shrinks the
 #: maps below the objects. Measurements in docs/concepts/fcam.md (issue 11).
 DEFAULT_REFERENCE_CRF_WEIGHT = 2e-9
+
+
+#: Default :attr:`FCAMConfig.cam_exponent`. The decoder marks every object-like region with the
+#: same near-binary confidence, a look-alike distractor as much as the explained object, so its
+#: map alone loses the CAM's ranking between regions; cam ** 0.25 restores that ranking while
+#: barely touching the decoder's edges. Chosen on the tuned domains (texture64, photo80), where
+#: 0 to 0.5 score within noise and 1 is worse; measurements in docs/concepts/fcam.md.
+DEFAULT_CAM_EXPONENT = 0.25
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,7 @@ class FCAMConfig:
     size_weight: float = 0.1
     size_min_share: float | None = None
     seed_weight: float = 1.0
-    cam_exponent: float = 0.0
+    cam_exponent: float = DEFAULT_CAM_EXPONENT
     init_t: float = 1.0
     max_t: float = 10.0
     mulcoef: float = 1.01

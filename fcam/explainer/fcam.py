@@ -335,7 +335,9 @@ class FCAM:
             foreground share of the maps (``fg_share``, ``fg_share_std``) and of the seed CAM
             (``cam_fg_share``), and with ``val_loader`` ``val_pxap`` / ``val_avg_drop``. A
             logged warning fires when the maps collapse to one label or grow far past the
-            seed CAM's foreground.
+            seed CAM's foreground at the last epoch or for 3 epochs in a row
+            (:class:`~fcam.explainer.selection.CollapseMonitor`; early epochs that recover are
+            logged at INFO level).
 
         Raises:
             ValueError: empty loader, bad batches/labels, unwritable ``checkpoint_dir``, a

@@ -29,7 +29,9 @@ from fcam.metrics import MaskEvaluator, average_drop
 if TYPE_CHECKING:
     from fcam.explainer.fcam import FCAM
 
-__all__ = ["ValBatch", "collapse_warning", "grid_search", "parse_val_batch", "validate"]
+__all__ = [
+    "CollapseMonitor", "ValBatch", "collapse_warning", "grid_search", "parse_val_batch", "validate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,36 @@ def collapse_warning(stats: Mapping[str, float]) -> str | None:
             "epochs with val_loader"
         )
     return None
+
+
+class CollapseMonitor:
+    """Decides which epochs' :func:`collapse_warning` reach the user as a logged warning.
+
+    The decoder starts every map at a 25 % foreground prior and the seeds first pull it towards
+    the background, so a healthy fit often reads "all-background" for an epoch or two before
+    the maps grow back. A warning that fires on healthy runs teaches users to ignore it, so a
+    condition is only *warned* about when it holds at the last epoch or for ``patience``
+    epochs in a row; earlier epochs log it at INFO level.
+
+    Example:
+        >>> monitor = CollapseMonitor(epochs=10)
+        >>> monitor.update({"fg_share": 0.0, "cam_fg_share": 0.3}, epoch=0)[0]   # transient
+        False
+        >>> [monitor.update({"fg_share": 0.0, "cam_fg_share": 0.3}, epoch=e)[0] for e in (1, 2)]
+        [False, True]
+    """
+
+    def __init__(self, epochs: int, patience: int = 3) -> None:
+        self.epochs = epochs
+        self.patience = patience
+        self.streak = 0
+
+    def update(self, stats: Mapping[str, float], epoch: int) -> tuple[bool, str | None]:
+        """``(warn, message)`` for the 0-based ``epoch``; ``message`` is ``None`` when healthy."""
+        message = collapse_warning(stats)
+        self.streak = self.streak + 1 if message else 0
+        warn = message is not None and (epoch + 1 >= self.epochs or self.streak == self.patience)
+        return warn, message
 
 
 def grid_search(

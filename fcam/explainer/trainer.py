@@ -30,7 +30,7 @@ from fcam.core.validation import check_int, check_number
 from fcam.explainer.batches import parse_batch, raw_rgb
 from fcam.explainer.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from fcam.explainer.config import CRF_REFERENCE_PIXELS
-from fcam.explainer.selection import collapse_warning, validate
+from fcam.explainer.selection import CollapseMonitor, validate
 from fcam.losses import sample_seeds
 
 if TYPE_CHECKING:
@@ -164,6 +164,7 @@ class Trainer:
         self.gen.manual_seed(fc.config.seed + self.rank)
         self.show = options.progress and self.rank == 0
         self.best: dict[str, Any] | None = None
+        self.collapse = CollapseMonitor(options.epochs)
 
     # ------------------------------------------------------------------ run
     def run(self, loader: Iterable[Any], resume: bool) -> list[dict[str, float]]:
@@ -211,9 +212,11 @@ class Trainer:
             stats["size"], 100 * stats["fg_share"], 100 * stats["cam_fg_share"],
             stats["images"], stats["seconds"],
         )
-        warning = collapse_warning(stats)
-        if warning:
-            logger.warning("epoch %d: %s", epoch + 1, warning)
+        warn, message = self.collapse.update(stats, epoch)
+        if warn:
+            logger.warning("epoch %d: %s", epoch + 1, message)
+        elif message:
+            logger.info("epoch %d: %s (not warned: early epochs often recover)", epoch + 1, message)
         return stats
 
     def _score(self, stats: dict[str, float], epoch: int) -> None:

@@ -40,16 +40,20 @@ def images() -> torch.Tensor:
     return torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
 
 
-def test_default_is_the_decoder_probability_and_needs_no_cam(fitted: FCAM) -> None:
-    assert fitted.config.cam_exponent == 0.0
+def test_default_exponent_is_a_quarter_and_zero_needs_no_cam(fitted: FCAM) -> None:
+    from fcam.explainer import DEFAULT_CAM_EXPONENT
+
+    assert fitted.config.cam_exponent == DEFAULT_CAM_EXPONENT == 0.25
     x = images()
     fitted_cam = fitted.cam_fn
     fitted.cam_fn = None  # explain must not touch the seed CAM at gamma = 0
     try:
-        plain = fitted.explain(x)
-        assert torch.equal(fitted.explain(x, targets=[2, 2, 2]), plain)  # class-agnostic
+        plain = fitted.explain(x, cam_exponent=0)
+        assert torch.equal(fitted.explain(x, targets=[2, 2, 2], cam_exponent=0), plain)  # class-agnostic
     finally:
         fitted.cam_fn = fitted_cam
+    cam = cam_to_size(GradCAM(fitted.model, "4")(x, torch.tensor([2, 2, 2])), (SIZE, SIZE))
+    torch.testing.assert_close(fitted.explain(x, targets=[2, 2, 2]), plain * cam.pow(0.25))
 
 
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0, 2.0])
@@ -80,6 +84,7 @@ def test_positive_gamma_is_class_specific_and_works_under_no_grad(fitted: FCAM) 
 def test_config_value_drives_explain_and_survives_save_load(tmp_path: Path, fitted: FCAM) -> None:
     x, y = images(), torch.tensor([2, 0, 1])
     fitted.save(tmp_path / "a.pt")
+    assert FCAM.load(tmp_path / "a.pt", fitted.model).config.cam_exponent == 0.25
     weighted = FCAM.load(tmp_path / "a.pt", fitted.model, cam_exponent=0.5)
     assert weighted.config.cam_exponent == 0.5
     torch.testing.assert_close(weighted.explain(x, y), fitted.explain(x, y, cam_exponent=0.5))
@@ -92,7 +97,7 @@ def test_config_value_drives_explain_and_survives_save_load(tmp_path: Path, fitt
 def test_checkpoint_config_without_the_key_explains_with_the_decoder_alone() -> None:
     from fcam.explainer import FCAMConfig
 
-    old = FCAMConfig(cam_exponent=0.5).to_dict()
+    old = FCAMConfig().to_dict()
     del old["cam_exponent"]
     assert FCAMConfig.from_dict(old).cam_exponent == 0.0
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fcam import FCAM
-from fcam.explainer.selection import collapse_warning, grid_search
+from fcam.explainer.selection import CollapseMonitor, collapse_warning, grid_search
 from fcam.metrics import pxap
 
 SIZE = 32
@@ -49,7 +49,7 @@ def test_val_pxap_selects_and_restores_the_best_epoch() -> None:
     for h in history:
         assert {"fg_share", "fg_share_std", "cam_fg_share", "val_avg_drop"} <= set(h)
         assert 0 <= h["fg_share"] <= 1 and h["fg_share_std"] >= 0
-    final = pxap(fc.explain(vx), vm.bool(), cam_curve_interval=0.01)
+    final = pxap(fc.explain(vx, vy), vm.bool(), cam_curve_interval=0.01)
     assert final == pytest.approx(max(scores), abs=1e-6)
 
 
@@ -142,6 +142,27 @@ def test_collapse_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     share = history[-1]["fg_share"]
     assert share < 0.01 or share > 0.95  # the maps collapse to one label ...
     assert ("all-background" if share < 0.01 else "all-foreground") in caplog.text  # ... loudly
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "collapsed" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].getMessage().startswith("epoch 3:")
+
+
+def test_collapse_monitor_warns_on_persistent_or_final_collapse_only() -> None:
+    bad, good = {"fg_share": 0.0, "cam_fg_share": 0.3}, {"fg_share": 0.2, "cam_fg_share": 0.3}
+
+    def warned(sequence: list[dict[str, float]], epochs: int) -> list[int]:
+        monitor = CollapseMonitor(epochs)
+        return [e + 1 for e, stats in enumerate(sequence) if monitor.update(stats, e)[0]]
+
+    # A healthy run that starts all-background and recovers: nothing warned.
+    assert warned([bad, bad, good, good, good], 5) == []
+    # Three collapsed epochs in a row: warned once, on the third; then at the last epoch.
+    assert warned([bad] * 6, 6) == [3, 6]
+    assert warned([good, bad, bad, good, bad, bad, bad, good], 8) == [7]
+    # The last epoch always speaks, even after a single collapsed epoch.
+    assert warned([good, good, bad], 3) == [3]
+    # The message is the per-epoch one; a healthy epoch has none.
+    assert CollapseMonitor(2).update(good, 0) == (False, None)
+    assert "all-background" in str(CollapseMonitor(1).update(bad, 0)[1])
 
 
 def test_grid_search_keeps_the_best() -> None:
