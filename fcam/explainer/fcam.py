@@ -256,7 +256,8 @@ class FCAM:
 
         Raises:
             NotFittedError: before :meth:`fit` or :meth:`load`.
-            TypeError, ValueError: bad ``images`` or ``targets``.
+            TypeError, ValueError: bad ``images``, ``targets`` or ``cam_exponent``.
+            RuntimeError: the seed CAM is needed under ``torch.inference_mode()``.
         """
         if not self.fitted:
             raise NotFittedError(
@@ -274,6 +275,12 @@ class FCAM:
         if model_device(self.decoder) != device or model_dtype(self.decoder) != dtype:
             self.decoder.to(device, dtype)
         size = (int(images.shape[-2]), int(images.shape[-1]))
+        if (return_cam or gamma > 0) and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                f"explain with cam_exponent={gamma:g} (or return_cam=True) computes the seed CAM, "
+                "which needs autograd: call it outside torch.inference_mode() (torch.no_grad() "
+                "is fine), or pass cam_exponent=0 for the decoder's map alone"
+            )
         with frozen(self.model), frozen(self.decoder, requires_grad=True):
             if return_cam or gamma > 0:
                 cam, feats = self.cam_and_features(images, wanted)

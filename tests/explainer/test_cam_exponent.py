@@ -137,3 +137,12 @@ def test_validation_scores_the_labelled_class(fitted: FCAM) -> None:
         fitted.config = original
     assert expected != pytest.approx(by_prediction)  # the test can tell the two apart
     assert scores["val_pxap"] == pytest.approx(expected)
+
+
+def test_inference_mode_needs_gamma_zero_and_says_so(fitted: FCAM) -> None:
+    x = images()
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="inference_mode.*cam_exponent=0"):
+            fitted.explain(x)
+        plain = fitted.explain(x, cam_exponent=0)
+    torch.testing.assert_close(plain, fitted.explain(x, cam_exponent=0))
