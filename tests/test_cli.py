@@ -59,15 +59,15 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "classifier": root / "classifier.pt", "fcam": root / "fcam.pt"}
 
 
-def _direct_scores(assets: dict[str, Path], use_fcam: bool) -> dict:
-    """The same evaluation through the library on the in-memory split."""
+def _direct_scores(assets: dict[str, Path], use_fcam: bool, **fcam_overrides: float) -> dict:
+    """The same evaluation through the library on the in-memory split (GT-class maps)."""
     model, _ = load_classifier(assets["classifier"])
     for p in model.parameters():
         p.requires_grad_(False)
     loader = DataLoader(SyntheticWSOL(6, size=SIZE, seed=1, split="test"), batch_size=4)
     if use_fcam:
-        fc = FCAM.load(assets["fcam"], model)
-        scores = evaluate_localization(lambda x, y: fc.explain(x), model, loader, progress=False)
+        fc = FCAM.load(assets["fcam"], model, **fcam_overrides)
+        scores = evaluate_localization(lambda x, y: fc.explain(x, y), model, loader, progress=False)
     else:
         from fcam.cams import create
 
@@ -144,6 +144,29 @@ def test_evaluate_checkpoint_on_mask_layout_matches_library(
     assert written["pxap"] == pytest.approx(direct["pxap"], abs=1e-9)
     assert written["maxboxacc_v2"] is None  # a mask dataset has no boxes
     assert written["classification_acc"] == direct["classification_acc"]
+
+
+def test_evaluate_cam_exponent_overrides_the_checkpoint(
+    assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = assets["root"] / "masks"
+    common = ["evaluate", "--data-root", str(data / "images"), "--metadata",
+              str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]),
+              "--size", str(SIZE), "--no-progress"]  # fmt: skip
+    scores = {}
+    for gamma in ("0", "1"):
+        out = tmp_path / f"scores-{gamma}.json"
+        code, _, _ = _run(capsys, *common, "--checkpoint", str(assets["fcam"]), "--cam-exponent",
+                          gamma, "--out", str(out))  # fmt: skip
+        assert code == 0
+        scores[gamma] = json.loads(out.read_text())["pxap"]
+        direct = _direct_scores(assets, use_fcam=True, cam_exponent=float(gamma))
+        assert scores[gamma] == pytest.approx(direct["pxap"], abs=1e-9)
+    assert scores["0"] != pytest.approx(scores["1"])  # the option reaches the maps
+    code, _, err = _run(capsys, *common, "--cam", "gradcampp", "--cam-exponent", "0")
+    _assert_one_line_error(code, err, "--cam-exponent weights an F-CAM map")
+    code, _, err = _run(capsys, *common, "--checkpoint", str(assets["fcam"]), "--cam-exponent", "-1")
+    assert code == 2 and "a number in [0, 1e6]" in err
 
 
 def test_evaluate_cam_on_box_layout_matches_library(

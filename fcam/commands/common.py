@@ -89,6 +89,13 @@ non_negative_int = bounded_int(0, MAX_SEED)
 positive_float = number_type(
     float, lambda v: math.isfinite(v) and 0 < v <= 1e6, "a positive number <= 1e6"
 )
+non_negative_float = number_type(
+    float, lambda v: math.isfinite(v) and 0 <= v <= 1e6, "a number in [0, 1e6]"
+)
+CAM_EXPONENT_HELP = (
+    "F-CAM map = decoder probability x seed CAM ** this (default: fcam's 0.25, or the "
+    "checkpoint's); 0 = the published class-agnostic map, no backward pass"
+)
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -205,6 +212,10 @@ def add_method_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
     )
     method.add_argument(
         "--cam", type=cam_name, metavar="NAME", help="interpolated CAM method, e.g. gradcampp"
+    )
+    p.add_argument(
+        "--cam-exponent", type=non_negative_float, default=None, metavar="G",
+        help="with --checkpoint: " + CAM_EXPONENT_HELP,
     )
 
 

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
     )
-    with MapSource(model, spec, args.checkpoint, args.cam) as source:
+    with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent) as source:
         map_fn = source.map_fn()
         bar = tqdm(total=len(pending), desc=f"export {source.label}", unit="img",
                    disable=args.no_progress)

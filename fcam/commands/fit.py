@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from fcam.commands.common import (
+    CAM_EXPONENT_HELP,
     UserError,
     add_common,
     add_dataset_args,
     cam_name,
     make_dir,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -51,6 +53,10 @@ def register(sub: Any) -> None:
     p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (0.01)")
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default 0")
     p.add_argument("--crf-weight", type=positive_float, metavar="W", help="F-CAM CRF weight")
+    p.add_argument(
+        "--cam-exponent", type=non_negative_float, default=None, metavar="G",
+        help=CAM_EXPONENT_HELP + " (stored in --out)",
+    )
     p.add_argument(
         "--checkpoint-dir",
         type=Path,
@@ -119,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"mean": spec.mean, "std": spec.std, "seed": args.seed}
     if args.crf_weight is not None:
         options["crf_weight"] = args.crf_weight
+    if args.cam_exponent is not None:
+        options["cam_exponent"] = args.cam_exponent
     with user_input("F-CAM for this classifier"):
         fc = FCAM(model, target_layer=spec.target_layer, cam=args.cam, **options)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.stem + "-checkpoints")

@@ -137,16 +137,22 @@ class MapSource:
         label: a display name (``"F-CAM (fcam.pt)"`` or ``"gradcampp (interpolated)"``).
     """
 
-    def __init__(self, model: Any, spec: Any, checkpoint: Path | None, cam: str | None) -> None:
+    def __init__(
+        self, model: Any, spec: Any, checkpoint: Path | None, cam: str | None,
+        cam_exponent: float | None = None,
+    ) -> None:
         self.explainer: Any = None
         self.extractor: Any = None
+        if checkpoint is None and cam_exponent is not None:
+            raise UserError("--cam-exponent weights an F-CAM map: it needs --checkpoint, not --cam")
         if checkpoint is not None:
             from fcam import FCAM
 
             if not checkpoint.is_file():
                 raise UserError(f"F-CAM checkpoint not found: {checkpoint}")
+            overrides = {} if cam_exponent is None else {"cam_exponent": cam_exponent}
             with user_input("--checkpoint"):
-                self.explainer = FCAM.load(checkpoint, model)
+                self.explainer = FCAM.load(checkpoint, model, **overrides)
             self.label = f"F-CAM ({checkpoint.name})"
         else:
             from fcam.cams import create
