@@ -91,7 +91,7 @@ def evaluate(
                 for name, ex in extractors.items()}
         if explainer is not None:
             with torch.no_grad():
-                maps["fcam"] = explainer.explain(images)
+                maps["fcam"] = explainer.explain(images, targets=labels)  # GT class, as the CAMs
         logits = _logits(model, images) if boxes else None
         for name, value in maps.items():
             if boxes:

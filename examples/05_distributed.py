@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> float | None:
         test = SyntheticWSOL(20 if args.quick else 200, size=size, seed=1, split="test")
         batch = next(iter(DataLoader(test, batch_size=len(test))))
         with torch.no_grad():
-            maps = explainer.explain(batch["image"].to(device))
+            maps = explainer.explain(batch["image"].to(device), targets=batch["label"].to(device))
         score = pxap(maps, batch["mask"])
         print(f"F-CAM PxAP on the test split ({world} process(es)): {score:.1f}")
         explainer.save(args.out / "fcam_distributed.pt")
