@@ -46,6 +46,14 @@ class NotFittedError(ValueError, RuntimeError):
     """Raised when :meth:`FCAM.explain` runs before :meth:`FCAM.fit` or :meth:`FCAM.load`."""
 
 
+def _cam_weight(cam: Tensor, gamma: float) -> Tensor:
+    """``cam ** gamma``, except 1 for an image whose CAM is constant (e.g. all zero when the
+    weighted sum is negative everywhere): such a CAM ranks nothing and would erase the map."""
+    flat = cam.flatten(1)
+    constant = (flat.amax(1) <= flat.amin(1)).view(-1, *([1] * (cam.ndim - 1)))
+    return torch.where(constant, torch.ones_like(cam), cam.pow(gamma))
+
+
 class FCAM:
     r"""Learned full-resolution CAMs for a frozen classifier (F-CAM).
 
@@ -291,7 +299,7 @@ class FCAM:
                 maps = torch.softmax(logits.float(), dim=1)[:, 1]
         maps = torch.nan_to_num(maps, nan=0.0)
         if gamma > 0:
-            maps = maps * cam.to(maps.dtype).pow(gamma)
+            maps = maps * _cam_weight(cam.to(maps.dtype), gamma)
         return (maps, cam) if return_cam else maps
 
     # ------------------------------------------------------------------ fit

@@ -146,3 +146,22 @@ def test_inference_mode_needs_gamma_zero_and_says_so(fitted: FCAM) -> None:
             fitted.explain(x)
         plain = fitted.explain(x, cam_exponent=0)
     torch.testing.assert_close(plain, fitted.explain(x, cam_exponent=0))
+
+
+def test_a_constant_cam_leaves_that_images_map_alone(fitted: FCAM) -> None:
+    x = images()
+    prob = fitted.explain(x, cam_exponent=0)
+    seed_cam = fitted.cam_fn
+
+    def half_flat(imgs: torch.Tensor, targets: object) -> torch.Tensor:
+        cam = torch.rand(imgs.shape[0], 8, 8, generator=torch.Generator().manual_seed(0))
+        cam[0] = 0.0  # "the weighted sum is negative everywhere": no ranking at all
+        return cam
+
+    fitted.cam_fn = half_flat
+    try:
+        got, cam = fitted.explain(x, return_cam=True, cam_exponent=0.5)
+    finally:
+        fitted.cam_fn = seed_cam
+    torch.testing.assert_close(got[0], prob[0])  # not erased to zero
+    torch.testing.assert_close(got[1:], prob[1:] * cam[1:].sqrt())
