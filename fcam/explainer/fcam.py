@@ -351,7 +351,7 @@ class FCAM:
             (``cam_fg_share``), and with ``val_loader`` ``val_pxap`` / ``val_avg_drop``. A
             logged warning fires when the maps collapse to one label or grow far past the
             seed CAM's foreground at the last epoch or for 3 epochs in a row
-            (:class:`~fcam.explainer.selection.CollapseMonitor`; early epochs that recover are
+            (:func:`~fcam.explainer.selection.collapse_alert`; early epochs that recover are
             logged at INFO level).
 
         Raises:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from fcam.explainer.fcam import FCAM
 
 __all__ = [
-    "CollapseMonitor", "ValBatch", "collapse_warning", "grid_search", "parse_val_batch", "validate",
+    "ValBatch", "collapse_alert", "collapse_warning", "grid_search", "parse_val_batch", "validate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,34 +152,34 @@ def collapse_warning(stats: Mapping[str, float]) -> str | None:
     return None
 
 
-class CollapseMonitor:
-    """Decides which epochs' :func:`collapse_warning` reach the user as a logged warning.
+def collapse_alert(
+    history: Sequence[Mapping[str, float]], epochs: int, patience: int = 3
+) -> tuple[bool, str | None]:
+    """``(warn, message)`` for the newest epoch of ``history``, a fit of ``epochs`` epochs.
 
-    The decoder starts every map at a 25 % foreground prior and the seeds first pull it towards
-    the background, so a healthy fit often reads "all-background" for an epoch or two before
-    the maps grow back. A warning that fires on healthy runs teaches users to ignore it, so a
-    condition is only *warned* about when it holds at the last epoch or for ``patience``
-    epochs in a row; earlier epochs log it at INFO level.
+    ``message`` is its :func:`collapse_warning` (``None`` when healthy). The decoder starts every
+    map at a 25 % foreground prior and the seeds first pull it towards the background, so a
+    healthy fit often reads "all-background" for an epoch or two before the maps grow back. A
+    warning that fires on healthy runs teaches users to ignore it, so ``warn`` is only true
+    when the condition holds at the last epoch or for ``patience`` epochs in a row. The streak
+    is read from ``history`` itself, so a resumed fit counts the epochs it restored.
 
     Example:
-        >>> monitor = CollapseMonitor(epochs=10)
-        >>> monitor.update({"fg_share": 0.0, "cam_fg_share": 0.3}, epoch=0)[0]   # transient
+        >>> bad = {"fg_share": 0.0, "cam_fg_share": 0.3}
+        >>> collapse_alert([bad], epochs=10)[0]            # transient so far
         False
-        >>> [monitor.update({"fg_share": 0.0, "cam_fg_share": 0.3}, epoch=e)[0] for e in (1, 2)]
-        [False, True]
+        >>> collapse_alert([bad, bad, bad], epochs=10)[0]  # three in a row
+        True
     """
-
-    def __init__(self, epochs: int, patience: int = 3) -> None:
-        self.epochs = epochs
-        self.patience = patience
-        self.streak = 0
-
-    def update(self, stats: Mapping[str, float], epoch: int) -> tuple[bool, str | None]:
-        """``(warn, message)`` for the 0-based ``epoch``; ``message`` is ``None`` when healthy."""
-        message = collapse_warning(stats)
-        self.streak = self.streak + 1 if message else 0
-        warn = message is not None and (epoch + 1 >= self.epochs or self.streak == self.patience)
-        return warn, message
+    message = collapse_warning(history[-1])
+    if message is None:
+        return False, None
+    streak = 0
+    for stats in reversed(history[-(patience + 1):]):
+        if collapse_warning(stats) is None:
+            break
+        streak += 1
+    return len(history) >= epochs or streak == patience, message
 
 
 def grid_search(

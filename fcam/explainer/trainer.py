@@ -30,7 +30,7 @@ from fcam.core.validation import check_int, check_number
 from fcam.explainer.batches import parse_batch, raw_rgb
 from fcam.explainer.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from fcam.explainer.config import CRF_REFERENCE_PIXELS
-from fcam.explainer.selection import CollapseMonitor, validate
+from fcam.explainer.selection import collapse_alert, validate
 from fcam.losses import sample_seeds
 
 if TYPE_CHECKING:
@@ -164,7 +164,6 @@ class Trainer:
         self.gen.manual_seed(fc.config.seed + self.rank)
         self.show = options.progress and self.rank == 0
         self.best: dict[str, Any] | None = None
-        self.collapse = CollapseMonitor(options.epochs)
 
     # ------------------------------------------------------------------ run
     def run(self, loader: Iterable[Any], resume: bool) -> list[dict[str, float]]:
@@ -181,6 +180,7 @@ class Trainer:
             for epoch in range(start, self.options.epochs):
                 history.append(self._guarded_epoch(loader, epoch))
                 self.fc.history = history
+                self._log_collapse(history)
                 self._save(epoch + 1)
         if self.best is not None:
             self.fc.decoder.load_state_dict(self.best["decoder"])
@@ -188,6 +188,13 @@ class Trainer:
                 "kept the decoder of epoch %d (validation PxAP %.2f)", self.best["epoch"], self.best["pxap"]
             )
         return history
+
+    def _log_collapse(self, history: list[dict[str, float]]) -> None:
+        warn, message = collapse_alert(history, self.options.epochs)
+        if warn:
+            logger.warning("epoch %d: %s", len(history), message)
+        elif message:
+            logger.info("epoch %d: %s (not warned: early epochs often recover)", len(history), message)
 
     def _guarded_epoch(self, loader: Iterable[Any], epoch: int) -> dict[str, float]:
         """One epoch plus its validation; on any failure (NaN loss, a loader error, Ctrl-C)
@@ -212,11 +219,6 @@ class Trainer:
             stats["size"], 100 * stats["fg_share"], 100 * stats["cam_fg_share"],
             stats["images"], stats["seconds"],
         )
-        warn, message = self.collapse.update(stats, epoch)
-        if warn:
-            logger.warning("epoch %d: %s", epoch + 1, message)
-        elif message:
-            logger.info("epoch %d: %s (not warned: early epochs often recover)", epoch + 1, message)
         return stats
 
     def _score(self, stats: dict[str, float], epoch: int) -> None:

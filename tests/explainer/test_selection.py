@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fcam import FCAM
-from fcam.explainer.selection import CollapseMonitor, collapse_warning, grid_search
+from fcam.explainer.selection import collapse_alert, collapse_warning, grid_search
 from fcam.metrics import pxap
 
 SIZE = 32
@@ -146,12 +146,11 @@ def test_collapse_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert len(warned) == 1 and warned[0].getMessage().startswith("epoch 3:")
 
 
-def test_collapse_monitor_warns_on_persistent_or_final_collapse_only() -> None:
+def test_collapse_alert_warns_on_persistent_or_final_collapse_only() -> None:
     bad, good = {"fg_share": 0.0, "cam_fg_share": 0.3}, {"fg_share": 0.2, "cam_fg_share": 0.3}
 
     def warned(sequence: list[dict[str, float]], epochs: int) -> list[int]:
-        monitor = CollapseMonitor(epochs)
-        return [e + 1 for e, stats in enumerate(sequence) if monitor.update(stats, e)[0]]
+        return [e for e in range(1, len(sequence) + 1) if collapse_alert(sequence[:e], epochs)[0]]
 
     # A healthy run that starts all-background and recovers: nothing warned.
     assert warned([bad, bad, good, good, good], 5) == []
@@ -161,8 +160,8 @@ def test_collapse_monitor_warns_on_persistent_or_final_collapse_only() -> None:
     # The last epoch always speaks, even after a single collapsed epoch.
     assert warned([good, good, bad], 3) == [3]
     # The message is the per-epoch one; a healthy epoch has none.
-    assert CollapseMonitor(2).update(good, 0) == (False, None)
-    assert "all-background" in str(CollapseMonitor(1).update(bad, 0)[1])
+    assert collapse_alert([good], 2) == (False, None)
+    assert "all-background" in str(collapse_alert([bad], 1)[1])
 
 
 def test_grid_search_keeps_the_best() -> None:
