@@ -92,10 +92,6 @@ positive_float = number_type(
 non_negative_float = number_type(
     float, lambda v: math.isfinite(v) and 0 <= v <= 1e6, "a number in [0, 1e6]"
 )
-CAM_EXPONENT_HELP = (
-    "F-CAM map = decoder probability x seed CAM ** this (default: fcam's 0.25, or the "
-    "checkpoint's); 0 = the published class-agnostic map, no backward pass"
-)
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -213,9 +209,16 @@ def add_method_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
     method.add_argument(
         "--cam", type=cam_name, metavar="NAME", help="interpolated CAM method, e.g. gradcampp"
     )
+    add_cam_exponent_arg(p, "with --checkpoint: ", "")
+
+
+def add_cam_exponent_arg(p: argparse.ArgumentParser, before: str, after: str) -> None:
+    """``--cam-exponent`` (:attr:`fcam.explainer.FCAMConfig.cam_exponent`), help framed by
+    ``before`` and ``after``."""
     p.add_argument(
         "--cam-exponent", type=non_negative_float, default=None, metavar="G",
-        help="with --checkpoint: " + CAM_EXPONENT_HELP,
+        help=f"{before}F-CAM map = decoder probability x seed CAM ** this (default: fcam's 0.25, "
+        f"or the checkpoint's); 0 = the published class-agnostic map, no backward pass{after}",
     )
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from fcam.commands.common import (
-    CAM_EXPONENT_HELP,
     UserError,
+    add_cam_exponent_arg,
     add_common,
     add_dataset_args,
     cam_name,
     make_dir,
-    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -53,10 +52,7 @@ def register(sub: Any) -> None:
     p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (0.01)")
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default 0")
     p.add_argument("--crf-weight", type=positive_float, metavar="W", help="F-CAM CRF weight")
-    p.add_argument(
-        "--cam-exponent", type=non_negative_float, default=None, metavar="G",
-        help=CAM_EXPONENT_HELP + " (stored in --out)",
-    )
+    add_cam_exponent_arg(p, "", " (stored in --out)")
     p.add_argument(
         "--checkpoint-dir",
         type=Path,
