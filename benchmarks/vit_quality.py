@@ -39,21 +39,17 @@ from fcam.demo.cache import cache_dir, config_key
 from fcam.metrics import pxap
 
 
-args_width = [128, 96]  # ViT hidden width, Swin embed dim (set from the command line)
-args_swin_patch = [4]  # Swin patch size (set from the command line)
-args_swin_stages = [4]  # Swin stages kept (set from the command line)
-
-
-def build(kind: str, size: int, depth: int, classes: int) -> nn.Module:
+def build(kind: str, args: argparse.Namespace, classes: int) -> nn.Module:
+    """The ViT or Swin the command line describes, with seeded random weights."""
     torch.manual_seed(0)
     if kind == "vit":
         return VisionTransformer(
-            image_size=size, patch_size=8, num_layers=depth, num_heads=4, hidden_dim=args_width[0],
-            mlp_dim=2 * args_width[0], num_classes=classes, dropout=0.0,
+            image_size=args.size, patch_size=8, num_layers=args.depth, num_heads=4,
+            hidden_dim=args.vit_width, mlp_dim=2 * args.vit_width, num_classes=classes, dropout=0.0,
         )  # fmt: skip
-    embed, stages = args_width[1], args_swin_stages[0]
+    stages = args.swin_stages
     return SwinTransformer(
-        patch_size=[args_swin_patch[0]] * 2, embed_dim=embed, depths=[2, 2, 6, 2][:stages],
+        patch_size=[args.swin_patch] * 2, embed_dim=args.swin_embed, depths=[2, 2, 6, 2][:stages],
         num_heads=[3, 6, 12, 24][:stages],
         window_size=[4, 4], stochastic_depth_prob=0.1, num_classes=classes,
     )  # fmt: skip
@@ -103,10 +99,10 @@ def accuracy(model: nn.Module, data: SyntheticWSOL) -> float:
 def quality(kind: str, args: argparse.Namespace) -> dict[str, object]:
     train = SyntheticWSOL(args.n_train, size=args.size, seed=0, split="train")
     test = SyntheticWSOL(args.n_test, size=args.size, seed=0, split="test")
-    model = build(kind, args.size, args.depth, train.num_classes)
+    model = build(kind, args, train.num_classes)
     vit = kind == "vit"
     epochs, lr = (args.epochs, args.lr) if vit else (args.swin_epochs, args.swin_lr)
-    settings = {"kind": kind, "size": args.size, "depth": args.depth, "width": args_width[0 if vit else 1],
+    settings = {"kind": kind, "size": args.size, "depth": args.depth, "width": args.vit_width if vit else args.swin_embed,
                 "n_train": args.n_train, "epochs": epochs, "lr": lr, "v": 1}
     if not vit:
         settings["patch"] = args.swin_patch
@@ -216,9 +212,6 @@ def main() -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="retrain the classifiers instead of loading them from fcam's cache dir")
     args = p.parse_args()
-    args_width[:] = [args.vit_width, args.swin_embed]
-    args_swin_patch[:] = [args.swin_patch]
-    args_swin_stages[:] = [args.swin_stages]
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.skip_speed:
