@@ -163,6 +163,15 @@ class _CAM(ABC):
         Returns:
             ``(maps, {name: tensor})``.
         """
+        maps, feats, _ = self.with_features_and_targets(images, targets, features)
+        return maps, feats
+
+    def with_features_and_targets(
+        self, images: Tensor, targets: Targets = None, features: Sequence[str] = ()
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """:meth:`with_features` plus the ``(B,)`` classes the maps are for (the argmax of the
+        same forward when ``targets`` is ``None``), so a caller needs no second forward to learn
+        which class was explained."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "CAM extractors need autograd and cannot run under torch.inference_mode(); "
@@ -184,7 +193,7 @@ class _CAM(ABC):
         finally:
             self.remove_hooks()
         self._report_blank(cam)
-        return cam.float(), fwd.features
+        return cam.float(), fwd.features, fwd.targets
 
     def explain(
         self,

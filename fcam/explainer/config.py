@@ -109,6 +109,11 @@ class FCAMConfig:
             confidence (e.g. the object and a look-alike distractor) and makes the map
             class-specific, at the cost of computing the seed CAM (a backward through the layers
             after ``target_layer`` for gradient CAMs). Training does not use it.
+        class_head: give the decoder a :class:`~fcam.upscalers.ClassConditionalHead`: the
+            shared foreground/background head plus a zero-initialised residual per class, trained
+            on the images of that class, so the map is the one of the explained class and
+            objects of other classes can stay background. ``False``: F-CAM's class-agnostic
+            head (checkpoints written before the option existed load with ``False``).
         init_t, max_t, mulcoef: log-barrier schedule (paper: 1, 10, 1.01 per epoch).
         seeds: seed sampling (:class:`SeedOptions`).
         mean, std: normalisation of the loader's images, undone to get the CRF's raw RGB when a
@@ -138,6 +143,7 @@ class FCAMConfig:
     size_min_share: float | None = None
     seed_weight: float = 1.0
     cam_exponent: float = DEFAULT_CAM_EXPONENT
+    class_head: bool = True
     init_t: float = 1.0
     max_t: float = 10.0
     mulcoef: float = 1.01
@@ -154,6 +160,8 @@ class FCAMConfig:
             set_(self, name, check_number(getattr(self, name), name, non_negative=True))
         for name in ("sigma_rgb", "sigma_xy", "init_t", "max_t", "mulcoef"):
             set_(self, name, check_number(getattr(self, name), name, positive=True))
+        if not isinstance(self.class_head, bool):
+            raise TypeError(f"class_head must be a bool, got {type(self.class_head).__name__}")
         set_(self, "crf_scale", check_number(self.crf_scale, "crf_scale", positive=True, maximum=1.0))
         if self.crf_normalize not in CRF_NORMALIZATIONS:
             raise ValueError(
@@ -229,5 +237,6 @@ class FCAMConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"checkpoint config has unknown keys {unknown}; upgrade fcam to read it")
-        # A checkpoint written before `cam_exponent` existed explained with the decoder alone.
-        return cls(**{"cam_exponent": 0.0, **data})
+        # A checkpoint written before `cam_exponent` / `class_head` existed explained with the
+        # class-agnostic decoder alone.
+        return cls(**{"cam_exponent": 0.0, "class_head": False, **data})

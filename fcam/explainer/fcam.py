@@ -15,7 +15,13 @@ from fcam.cams import available as available_cams
 from fcam.cams import cam_to_size
 from fcam.cams import create as create_cam
 from fcam.core.hooks import capture_features
-from fcam.core.layers import OutputFn, first_conv_channels, probe_structure, resolve_layer
+from fcam.core.layers import (
+    OutputFn,
+    first_conv_channels,
+    model_logits,
+    probe_structure,
+    resolve_layer,
+)
 from fcam.core.references import import_reference, reference_of
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
@@ -40,6 +46,8 @@ logger = logging.getLogger(__name__)
 # Key of the input images in the feature dicts handed to decode() (no module has this name);
 # decoders with ``needs_images = True`` (image guidance, fcam.upscalers.DPTDecoder) read them.
 _IMAGES = "<images>"
+# Key of the explained class per image, read by a class-conditional head (config.class_head).
+_CLASSES = "<classes>"
 
 
 class NotFittedError(ValueError, RuntimeError):
@@ -140,7 +148,8 @@ class FCAM:
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
-            self.decoder = build_upscaler(self.config.upscaler, self.pyramid, self.config.widths)
+            self.decoder = build_upscaler(self.config.upscaler, self.pyramid, self.config.widths,
+                                          self.num_classes if self.config.class_head else 0)
         # The decoder follows the classifier's dtype (float64 classifiers fit in float64).
         self.decoder.to(model_device(model), model_dtype(model))
         self.loss = self._build_loss()
@@ -178,19 +187,23 @@ class FCAM:
         )
 
     # ------------------------------------------------------------------ forward pieces
-    def features(self, images: Tensor) -> dict[str, Tensor]:
-        """The pyramid features of ``images`` from one no-grad classifier forward."""
+    def features(self, images: Tensor, targets: Tensor | None = None) -> dict[str, Tensor]:
+        """The pyramid features of ``images`` from one no-grad classifier forward, with the
+        explained classes (``targets``, else the prediction of the same forward)."""
         with capture_features(self.model, self.pyramid.names) as feats, torch.no_grad():
-            self.model(images)
+            output = self.model(images)
         feats[_IMAGES] = images.detach()
+        if targets is None:
+            targets = model_logits(output, self.output_fn).argmax(1)
+        feats[_CLASSES] = targets.to(images.device)
         return feats
 
     def cam_and_features(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Seed CAM in [0, 1] at input size, plus the pyramid features.
 
-        An extractor with ``with_features`` (every :mod:`fcam.cams` extractor) hands the
-        features over from its own forward on these images; any other CAM callable is
-        followed by one no-grad forward for them.
+        An extractor with ``with_features_and_targets`` (every :mod:`fcam.cams` extractor)
+        hands the features and the explained classes over from its own forward on these images;
+        any other CAM callable is followed by one no-grad forward for them.
 
         Raises:
             ValueError: no seed CAM (a loaded custom one), or a CAM of the wrong shape.
@@ -201,15 +214,16 @@ class FCAM:
                 "imported); pass cam= to FCAM.load, or explain with cam_exponent=0 and "
                 "return_cam=False"
             )
-        with_features = getattr(self.cam_fn, "with_features", None)
+        with_features = getattr(self.cam_fn, "with_features_and_targets", None)
         if callable(with_features):
-            raw, feats = with_features(images, targets, self.pyramid.names)
+            raw, feats, classes = with_features(images, targets, self.pyramid.names)
+            feats = dict(feats)
+            feats[_CLASSES] = classes.to(images.device)
         else:
             raw = self.cam_fn(images, targets)
-            feats = self.features(images)
+            feats = dict(self.features(images, targets))
         raw = check_maps(torch.as_tensor(raw, device=images.device), images.shape[0], "cam output")
         raw = torch.nan_to_num(raw.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        feats = dict(feats)
         feats[_IMAGES] = images.detach()
         return cam_to_size(raw, tuple(images.shape[-2:])), feats
 
@@ -222,9 +236,12 @@ class FCAM:
         stored in ``feats`` by :meth:`features` and :meth:`cam_and_features`).
         """
         head, skips = self.pyramid.maps(feats, size)
+        extra: dict[str, Tensor | None] = {}
         if getattr(getattr(decoder, "module", decoder), "needs_images", False):
-            return decoder(head, skips, size, images=feats.get(_IMAGES))
-        return decoder(head, skips, size)
+            extra["images"] = feats.get(_IMAGES)
+        if self.config.class_head:
+            extra["classes"] = feats[_CLASSES]
+        return decoder(head, skips, size, **extra)
 
     # ------------------------------------------------------------------ explain
     @overload
@@ -293,7 +310,7 @@ class FCAM:
             if return_cam or gamma > 0:
                 cam, feats = self.cam_and_features(images, wanted)
             else:
-                feats = self.features(images)
+                feats = self.features(images, wanted if wanted is None else wanted.to(device))
             with torch.no_grad():
                 logits = self.decode(self.decoder, feats, size)
                 maps = torch.softmax(logits.float(), dim=1)[:, 1]

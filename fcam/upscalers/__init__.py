@@ -19,6 +19,7 @@ from torch import nn
 
 from fcam.core.hooks import capture_features
 from fcam.core.layers import PROBE_SIZE
+from fcam.upscalers.class_head import ClassConditionalHead
 from fcam.upscalers.dpt import DPTDecoder, Reassemble
 from fcam.upscalers.lite_unet import (
     FOREGROUND_PRIOR,
@@ -31,6 +32,7 @@ from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
 
 __all__ = [
     "DEFAULT_WIDTHS",
+    "ClassConditionalHead",
     "FOREGROUND_PRIOR",
     "LITE_WIDTHS",
     "PROBE_SIZE",
@@ -94,15 +96,26 @@ def decoder_name(name: str, pyramid: Pyramid) -> str:
     return "dpt" if pyramid.resampled else name
 
 
-def build_upscaler(name: str, pyramid: Pyramid, widths: Sequence[int] | None = None) -> nn.Module:
+def build_upscaler(
+    name: str, pyramid: Pyramid, widths: Sequence[int] | None = None, num_classes: int = 0
+) -> nn.Module:
     """Build the decoder called ``name`` (:func:`decoder_name`: ``"dpt"`` for a plain ViT, the
     choice is logged) for ``pyramid``; ``widths=None`` takes that decoder's
-    ``default_widths``.
+    ``default_widths``. With ``num_classes > 0`` its segmentation head becomes a
+    :class:`ClassConditionalHead` and its forward takes ``classes=``.
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name or a negative ``num_classes``.
     """
     built = decoder_name(name, pyramid)
     if built != name:
         logger.info("upscaler %r: single-grid token model, using the %r decoder", name, built)
-    return _UPSCALERS[built](pyramid, widths=widths)  # type: ignore[call-arg]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+    decoder = _UPSCALERS[built](pyramid, widths=widths)  # type: ignore[call-arg]
+    if num_classes:
+        shared = decoder.seg_head
+        if not isinstance(shared, nn.Conv2d):
+            raise TypeError(f"decoder {built!r} has no Conv2d seg_head to make class-conditional")
+        decoder.seg_head = ClassConditionalHead(shared, num_classes)
+    return decoder

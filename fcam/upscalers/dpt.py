@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcam.upscalers.class_head import apply_head
 from fcam.upscalers.pyramid import FeatureLevel, Pyramid
 from fcam.upscalers.unet import DEFAULT_WIDTHS, conv_bn_relu, init_decoder_weights
 
@@ -135,6 +136,7 @@ class DPTDecoder(nn.Module):
         skips: Sequence[torch.Tensor | None],
         size: tuple[int, int],
         images: torch.Tensor | None = None,
+        classes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode.
 
@@ -143,6 +145,8 @@ class DPTDecoder(nn.Module):
             skips: skip maps deepest first (entries may be ``None``).
             size: ``(H, W)`` of the input image.
             images: the ``(N, C, H, W)`` images the classifier saw (the guidance stem's input).
+            classes: ``(N,)`` explained class per image, for a decoder built with a
+                :class:`~fcam.upscalers.class_head.ClassConditionalHead`.
 
         Returns:
             ``(N, 2, H, W)`` logits.
@@ -153,7 +157,7 @@ class DPTDecoder(nn.Module):
         if images is None:
             raise ValueError("DPTDecoder needs the input images: call it with images=")
         height, width = int(size[0]), int(size[1])
-        dtype = self.seg_head.weight.dtype
+        dtype = next(self.parameters()).dtype
         x = self.head(head.to(dtype))
         skips = list(skips) + [None] * (len(self.skips) - len(skips))
         guides = {1: self.stem1(images.to(dtype)), 0: self.stem0(images.to(dtype))}
@@ -172,7 +176,7 @@ class DPTDecoder(nn.Module):
             if level in guides:
                 x = x + guides[level]
             x = self.refine[i](x)
-        logits = self.seg_head(x)
+        logits = apply_head(self.seg_head, x, classes)
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return logits

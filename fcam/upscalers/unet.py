@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcam.upscalers.class_head import apply_head
 from fcam.upscalers.pyramid import Pyramid
 
 __all__ = [
@@ -138,6 +139,7 @@ class UNetDecoder(nn.Module):
         head: torch.Tensor,
         skips: Sequence[torch.Tensor | None],
         size: tuple[int, int],
+        classes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode.
 
@@ -146,11 +148,13 @@ class UNetDecoder(nn.Module):
             skips: skip features deepest first, one per block except the last (entries may be
                 ``None``); a shorter list is padded with ``None``.
             size: ``(H, W)`` of the input image.
+            classes: ``(N,)`` explained class per image, for a decoder built with a
+                :class:`~fcam.upscalers.class_head.ClassConditionalHead`.
 
         Returns:
             ``(N, 2, H, W)`` logits.
         """
-        return decode_blocks(self.blocks, self.seg_head, head, skips, size)
+        return decode_blocks(self.blocks, self.seg_head, head, skips, size, classes)
 
 
 def init_decoder_weights(body: nn.Module, seg_head: nn.Conv2d, fg_prior: float | None = None) -> None:
@@ -186,14 +190,16 @@ def decode_blocks(
     head: torch.Tensor,
     skips: Sequence[torch.Tensor | None],
     size: tuple[int, int],
+    classes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run the blocks deepest first (skips padded with ``None``), the segmentation head, and
-    resize the logits to ``size`` when the last block's map differs (odd input sizes)."""
+    """Run the blocks deepest first (skips padded with ``None``), the segmentation head (for
+    ``classes`` when it is class-conditional), and resize the logits to ``size`` when the last
+    block's map differs (odd input sizes)."""
     x = head
     padded = list(skips) + [None] * (len(blocks) - len(skips))
     for block, skip in zip(blocks, padded, strict=False):
         x = block(x, skip)
-    logits = seg_head(x)
+    logits = apply_head(seg_head, x, classes)
     if logits.shape[-2:] != tuple(size):
         logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
     return logits

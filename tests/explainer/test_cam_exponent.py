@@ -1,4 +1,8 @@
-"""``cam_exponent``: explain's map p_fg * cam_c ** gamma, class-specific for gamma > 0."""
+"""``cam_exponent``: explain's map p_fg * cam_c ** gamma, class-specific for gamma > 0.
+
+The decoder here has F-CAM's class-agnostic head (``class_head=False``) so that gamma is the
+only class-specific part; the class-conditional head has its own tests
+(``tests/explainer/test_class_conditional_maps.py``)."""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def tiny() -> nn.Module:
 def fitted() -> FCAM:
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.rand(8, 3, SIZE, SIZE, generator=g), torch.arange(8) % 3)
-    fc = FCAM(tiny(), "4", cam="gradcam", widths=(8, 4), sigma_rgb=60.0)
+    fc = FCAM(tiny(), "4", cam="gradcam", widths=(8, 4), sigma_rgb=60.0, class_head=False)
     fc.fit(DataLoader(data, batch_size=4), epochs=1, progress=False)
     return fc
 
