@@ -546,10 +546,12 @@ def test_fit_on_wsol_layout_with_model_weights(
                         str(data / "metadata" / "test"), *_model_args(weights), "--cam", "gradcam",
                         "--epochs", "1", "--batch-size", "3", "--use-predictions",
                         "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
-                        "--no-progress")
+                        "--no-progress", "--no-class-head")
     assert code == 0, err
     model, _ = load_classifier(assets["classifier"])
-    assert "cam=gradcam" in repr(FCAM.load(out, model))
+    loaded = FCAM.load(out, model)
+    assert "cam=gradcam" in repr(loaded)
+    assert loaded.config.class_head is False and isinstance(loaded.decoder.seg_head, torch.nn.Conv2d)
     assert (tmp_path / "ck" / "fcam-last.pt").is_file()
 
 

@@ -218,7 +218,7 @@ def add_cam_exponent_arg(p: argparse.ArgumentParser, before: str, after: str) ->
     p.add_argument(
         "--cam-exponent", type=non_negative_float, default=None, metavar="G",
         help=f"{before}F-CAM map = decoder probability x seed CAM ** this (default: fcam's 0.25, "
-        f"or the checkpoint's); 0 = the published class-agnostic map, no backward pass{after}",
+        f"or the checkpoint's); 0 = the decoder's map alone, no backward pass{after}",
     )
 
 

@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
         choices=("predicted", "label"),
         default="predicted",
         help="class of the CAM: the classifier's prediction (default) or the dataset's label "
-        "(GT-known); F-CAM maps are class-agnostic",
+        "(GT-known); an F-CAM map is for that class too (its class head and CAM weighting)",
     )
     p.add_argument("--overwrite", action="store_true", help="rewrite files that exist")
     add_common(p)

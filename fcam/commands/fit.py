@@ -54,6 +54,11 @@ def register(sub: Any) -> None:
     p.add_argument("--crf-weight", type=positive_float, metavar="W", help="F-CAM CRF weight")
     add_cam_exponent_arg(p, "", " (stored in --out)")
     p.add_argument(
+        "--no-class-head", action="store_true",
+        help="F-CAM's published class-agnostic decoder head instead of the default head with a "
+        "residual per class (class_head=False)",
+    )
+    p.add_argument(
         "--checkpoint-dir",
         type=Path,
         metavar="DIR",
@@ -123,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         options["crf_weight"] = args.crf_weight
     if args.cam_exponent is not None:
         options["cam_exponent"] = args.cam_exponent
+    if args.no_class_head:
+        options["class_head"] = False
     with user_input("F-CAM for this classifier"):
         fc = FCAM(model, target_layer=spec.target_layer, cam=args.cam, **options)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.stem + "-checkpoints")

@@ -104,11 +104,11 @@ class FCAMConfig:
         cam_exponent: :math:`\gamma` of the map :meth:`fcam.FCAM.explain` returns,
             :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}`: the decoder's foreground probability
             weighted by the seed CAM of the explained class :math:`c`. ``0`` returns
-            :math:`p_{fg}` alone (the published F-CAM: class-agnostic, no backward); :math:`\gamma
-            > 0` keeps the CAM's ranking between regions the decoder marks with equal
-            confidence (e.g. the object and a look-alike distractor) and makes the map
-            class-specific, at the cost of computing the seed CAM (a backward through the layers
-            after ``target_layer`` for gradient CAMs). Training does not use it.
+            :math:`p_{fg}` alone (no backward; with ``class_head=False`` the published F-CAM);
+            :math:`\gamma > 0` keeps the CAM's ranking between regions the decoder marks with
+            equal confidence (e.g. the object and a look-alike distractor), at the cost of
+            computing the seed CAM (a backward through the layers after ``target_layer`` for
+            gradient CAMs). Training does not use it.
         class_head: give the decoder a :class:`~fcam.upscalers.ClassConditionalHead`: the
             shared foreground/background head plus a zero-initialised residual per class, trained
             on the images of that class, so the map is the one of the explained class and

@@ -240,6 +240,12 @@ class FCAM:
         if getattr(getattr(decoder, "module", decoder), "needs_images", False):
             extra["images"] = feats.get(_IMAGES)
         if self.config.class_head:
+            if feats.get(_CLASSES) is None:
+                raise ValueError(
+                    "this F-CAM has a class head (class_head=True): decode needs features from "
+                    "features(images, targets) or cam_and_features(images, targets), which record "
+                    "the explained classes"
+                )
             extra["classes"] = feats[_CLASSES]
         return decoder(head, skips, size, **extra)
 
@@ -265,7 +271,9 @@ class FCAM:
         The map is :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}`, the decoder's foreground
         probability weighted by the seed CAM of class :math:`c` (``targets``) raised to
         :math:`\gamma` = ``cam_exponent`` (:attr:`FCAMConfig.cam_exponent`). With
-        :math:`\gamma = 0` it is :math:`p_{fg}` alone, class-agnostic, and no CAM is computed.
+        :math:`\gamma = 0` it is :math:`p_{fg}` alone and no CAM is computed. :math:`p_{fg}` is
+        the decoder's map for class :math:`c` when it has a class head
+        (:attr:`FCAMConfig.class_head`, the default), else F-CAM's class-agnostic map.
 
         Args:
             images: ``(B, C, H, W)`` normalised batch on the model's device.

@@ -162,8 +162,10 @@ def fsl_baseline(
     check_int(epochs, "epochs")
     check_number(lr, "lr", positive=True)
     encoder = copy.deepcopy(model) if finetune_encoder else model
-    # No seed CAM to weight the map by: the decoder alone, trained on the masks, is the map.
+    # No seed CAM to weight the map by: the decoder alone, trained on the masks, is the map;
+    # like wsolevaluation's few-shot baseline it is one class-agnostic segmenter.
     fcam_options.setdefault("cam_exponent", 0.0)
+    fcam_options.setdefault("class_head", False)
     fc = FCAM(encoder, target_layer, cam=None, seed=seed, **fcam_options)
     subset = Subset(dataset, few_shot_indices(dataset, k))
     loader = DataLoader(subset, batch_size=batch_size, shuffle=True,
