@@ -90,6 +90,12 @@ def test_03_pretrained_efficientnet(env: dict[str, str], tmp_path: Path) -> None
     for method in ("cam", "gradcampp", "layercam", "F-CAM"):
         assert (tmp_path / f"cat_{method}.png").is_file()
     _grid(tmp_path / "pretrained_grid.png", columns=5, rows=2, tile=224)
+    assert "F-CAM peak" in stdout
+    # It saves the fitted F-CAM (a weights-only checkpoint with the default class head).
+    import torch
+
+    saved = torch.load(tmp_path / "fcam.pt", weights_only=True)
+    assert saved["config"]["class_head"] is True
 
 
 def test_04_evaluate_wsol_layout(

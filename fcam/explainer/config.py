@@ -48,7 +48,9 @@ class SeedOptions:
 
     The defaults draw 10 + 10 seeds per image (the original code's config default; the paper's
     run used 1 + 1) and the background seeds from the lowest half of the CAM (paper: 10 %),
-    so that the background around the object is supervised too (docs/concepts/fcam.md).
+    so that the background around the object is supervised too, and never from the CAM's own
+    (Otsu) region, where that half would reach into an object filling the frame
+    (docs/concepts/fcam.md).
 
     Attributes:
         sl_max: foreground seeds per image, drawn from the top of the CAM.
@@ -57,6 +59,8 @@ class SeedOptions:
         sl_min_p: share of the lowest CAM pixels that background seeds come from.
         fg_erode_k: erosion kernel applied to the foreground region before sampling.
         fg_erode_iter: erosion iterations.
+        bg_outside_roi: background seeds only outside the CAM's Otsu region, so an object
+            covering more than ``1 - sl_min_p`` of the image gets no background seed on it.
     """
 
     sl_max: int = 10
@@ -65,12 +69,15 @@ class SeedOptions:
     sl_min_p: float = 0.5
     fg_erode_k: int = 11
     fg_erode_iter: int = 1
+    bg_outside_roi: bool = True
 
     def __post_init__(self) -> None:
         for name in ("sl_max", "sl_min", "sl_ksz", "fg_erode_k"):
             object.__setattr__(self, name, check_int(getattr(self, name), name))
         object.__setattr__(self, "fg_erode_iter", check_int(self.fg_erode_iter, "fg_erode_iter", 0))
         object.__setattr__(self, "sl_min_p", check_number(self.sl_min_p, "sl_min_p", positive=True, maximum=1.0))
+        if not isinstance(self.bg_outside_roi, bool):
+            raise TypeError(f"bg_outside_roi must be a bool, got {type(self.bg_outside_roi).__name__}")
 
 
 @dataclass(frozen=True)

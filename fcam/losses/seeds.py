@@ -12,6 +12,12 @@ classifier's CAM at every iteration (as in the published F-CAM code):
 * each drawn pixel is dilated to a ``sl_ksz`` square, pixels claimed by both sides are dropped,
   and a constant CAM yields no seed at all.
 
+With ``bg_outside_roi=True`` (an fcam option) the background candidates also exclude the whole
+Otsu region (before erosion). The published ``sl_min_p = 0.1`` never reaches into it, but a
+larger share does whenever the CAM's region covers more than ``1 - sl_min_p`` of the image (an
+object filling the frame): the same pixels are then candidates for both labels and the
+background seeds land on the object.
+
 Everything runs batched on the CAM's device; the only randomness is a ``torch.rand`` call that
 takes an optional :class:`torch.Generator`.
 """
@@ -120,6 +126,7 @@ def sample_seeds(
     fg_erode_iter: int = 1,
     ignore_index: int = -255,
     generator: torch.Generator | None = None,
+    bg_outside_roi: bool = False,
 ) -> Tensor:
     """Sample foreground/background seed pixels from full-resolution CAMs.
 
@@ -133,6 +140,8 @@ def sample_seeds(
         fg_erode_iter: number of erosions (each undone if it would empty the region).
         ignore_index: label of unseeded pixels.
         generator: optional generator on the CAMs' device, for reproducible draws.
+        bg_outside_roi: draw background seeds only outside the Otsu region (before erosion),
+            so that no pixel is a candidate for both labels.
 
     Returns:
         Long tensor (B, H, W): 1 = foreground seed, 0 = background seed, ``ignore_index`` else.
@@ -156,6 +165,8 @@ def sample_seeds(
     fg_erode_k = check_int(fg_erode_k, "fg_erode_k")
     fg_erode_iter = check_int(fg_erode_iter, "fg_erode_iter", 0)
     sl_min_p = check_number(sl_min_p, "sl_min_p", non_negative=True, maximum=1.0)
+    if not isinstance(bg_outside_roi, bool):
+        raise TypeError(f"bg_outside_roi must be a bool, got {type(bg_outside_roi).__name__}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) \
             or ignore_index in (0, 1):
         raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")
@@ -167,8 +178,8 @@ def sample_seeds(
     informative = levels.amin(1) != levels.amax(1)
 
     threshold = otsu_threshold(levels).clamp(1, 254)
-    region = (levels > threshold[:, None]).view(batch, height, width)
-    region = _erode(region, fg_erode_k, fg_erode_iter)
+    roi = (levels > threshold[:, None]).view(batch, height, width)
+    region = _erode(roi, fg_erode_k, fg_erode_iter)
     foreground = _square_pool(_draw(region, sl_max, generator), sl_ksz)
 
     n_low = int(sl_min_p * height * width)
@@ -181,7 +192,10 @@ def sample_seeds(
         at_cut = flat == kth
         need = n_low - below.sum(1, keepdim=True)
         low = below | (at_cut & (at_cut.cumsum(1) <= need))
-    background = _square_pool(_draw(low.view(batch, height, width), sl_min, generator), sl_ksz)
+    low = low.view(batch, height, width)
+    if bg_outside_roi:
+        low = low & ~roi
+    background = _square_pool(_draw(low, sl_min, generator), sl_ksz)
 
     keep = informative[:, None, None]
     seeds = torch.full((batch, height, width), ignore_index, dtype=torch.long, device=cams.device)

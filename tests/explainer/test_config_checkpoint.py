@@ -62,13 +62,13 @@ def test_every_config_field_is_a_constructor_option_and_round_trips(tmp_path: Pa
         seed_weight=0.5, init_t=2.0, max_t=5.0, mulcoef=1.05, sl_max=2, sl_min=3, sl_ksz=5,
         sl_min_p=0.2, fg_erode_k=7, fg_erode_iter=0, mean=(0.4, 0.4, 0.4), std=(0.2, 0.3, 0.4),
         seed=7, widths=(6, 4), input_size=(32, 32), crf_normalize=None, size_min_share=0.05,
-        cam_exponent=0.5, class_head=False,
+        cam_exponent=0.5, class_head=False, bg_outside_roi=False,
     )  # fmt: skip
     hidden = {"seeds", "cam_ref", "output_fn_ref", "target_layer", "cam", "upscaler", "skips"}
     assert set(FCAMConfig.option_names()) - hidden == set(options)
     model = tiny()
     fc = fitted(model, cam="gradcam", **options)
-    assert fc.config.seeds == SeedOptions(2, 3, 5, 0.2, 7, 0)
+    assert fc.config.seeds == SeedOptions(2, 3, 5, 0.2, 7, 0, False)
     fc.save(tmp_path / "fc.pt")
     loaded = FCAM.load(tmp_path / "fc.pt", model)
     assert loaded.config == fc.config

@@ -189,6 +189,32 @@ def test_bad_inputs(kwargs, match):
         sample_seeds(torch.zeros(1, 4, 4, dtype=torch.long))
 
 
+
+def test_bg_outside_roi_keeps_background_seeds_off_a_large_object():
+    # A CAM whose Otsu region (0.8 on a 0.1 floor) covers 64 % of the image: the lowest 50 %
+    # of the CAM reaches into it, so the published rule puts background seeds on the object.
+    cam = torch.full((1, 10, 10), 0.1)
+    cam[0, 1:9, 1:9] = 0.8
+    cam[0, 3:7, 3:7] = 1.0
+    roi = cam[0] > 0.5
+    n = 300
+    kwargs = dict(sl_max=2, sl_min=5, sl_ksz=1, fg_erode_k=1, sl_min_p=0.5)
+    plain = sample_seeds(cam.expand(n, -1, -1), generator=torch.Generator().manual_seed(0), **kwargs)
+    assert ((plain == 0) & roi).any()
+    inside = sample_seeds(cam.expand(n, -1, -1), generator=torch.Generator().manual_seed(0),
+                          bg_outside_roi=True, **kwargs)
+    assert not ((inside == 0) & roi).any()
+    assert torch.equal((inside == 0).flatten(1).sum(1), torch.full((n,), 5))  # 36 candidates left
+    # A small object: the two rules draw from the same candidates, hence identical seeds.
+    small = torch.full((2, 12, 12), 0.1)
+    small[:, 4:8, 4:8] = 1.0
+    same = [sample_seeds(small, generator=torch.Generator().manual_seed(3), bg_outside_roi=flag)
+            for flag in (False, True)]
+    assert torch.equal(same[0], same[1])
+    with pytest.raises(TypeError, match="bg_outside_roi"):
+        sample_seeds(small, bg_outside_roi=1)
+
+
 # --- SeedLoss -------------------------------------------------------------------------------
 
 def _seeds(batch, h, w, seed=0):
