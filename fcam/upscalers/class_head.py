@@ -37,7 +37,7 @@ class ClassConditionalHead(nn.Module):
     Example:
         >>> head = ClassConditionalHead(nn.Conv2d(4, 2, 3, padding=1), num_classes=3)
         >>> x = torch.rand(2, 4, 5, 5)
-        >>> torch.equal(head(x, torch.tensor([0, 2])), head.shared(x))   # untrained: shared head
+        >>> torch.allclose(head(x, torch.tensor([0, 2])), head.shared(x), atol=1e-6)  # untrained
         True
         >>> head(x, torch.tensor([0, 2])).shape
         torch.Size([2, 2, 5, 5])
@@ -61,9 +61,8 @@ class ClassConditionalHead(nn.Module):
         Raises:
             ValueError: ``classes`` is not a ``(B,)`` integer tensor of valid classes.
         """
-        logits = self.shared(x)
         if classes is None:
-            return logits
+            return self.shared(x)
         if not isinstance(classes, Tensor) or classes.shape != (x.shape[0],) \
                 or classes.dtype.is_floating_point or classes.dtype == torch.bool:
             raise ValueError(f"classes must be a ({x.shape[0]},) integer tensor, got {classes!r}")
@@ -71,13 +70,19 @@ class ClassConditionalHead(nn.Module):
         if bool(((classes < 0) | (classes >= self.num_classes)).any()):
             raise ValueError(f"classes {classes.tolist()} out of range for {self.num_classes} classes")
         batch, channels = x.shape[:2]
-        weight = self.weight[classes].to(x.dtype)              # (B, 2, C, k, k)
-        residual = F.conv2d(
+        # Both convolutions are linear in their weights, so one grouped convolution with the
+        # summed per-image weights gives z_c (measured: faster on CPU than the shared conv alone
+        # plus a grouped residual).
+        weight = (self.shared.weight + self.weight[classes]).to(x.dtype)   # (B, 2, C, k, k)
+        bias = self.bias[classes]
+        if self.shared.bias is not None:
+            bias = bias + self.shared.bias
+        out = F.conv2d(
             x.reshape(1, batch * channels, *x.shape[-2:]), weight.flatten(0, 1),
-            stride=self.shared.stride, padding=self.shared.padding,
+            bias.to(x.dtype).flatten(), stride=self.shared.stride, padding=self.shared.padding,
             dilation=self.shared.dilation, groups=batch,
-        ).view(batch, -1, *logits.shape[-2:])
-        return logits + residual + self.bias[classes].to(x.dtype)[:, :, None, None]
+        )
+        return out.view(batch, -1, *out.shape[-2:])
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}"
