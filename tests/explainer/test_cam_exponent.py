@@ -10,25 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from explainer_toy import SIZE, images, tiny
 from torch.utils.data import DataLoader, TensorDataset
 
 from fcam import FCAM
 from fcam.cams import GradCAM, cam_to_size
 from fcam.explainer.selection import validate
 from fcam.metrics import pxap
-
-SIZE = 32
-
-
-def tiny() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
-    ).eval()  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +26,6 @@ def fitted() -> FCAM:
     fc = FCAM(tiny(), "4", cam="gradcam", widths=(8, 4), sigma_rgb=60.0, class_head=False)
     fc.fit(DataLoader(data, batch_size=4), epochs=1, progress=False)
     return fc
-
-
-def images() -> torch.Tensor:
-    return torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
 
 
 def test_default_exponent_is_a_quarter_and_zero_needs_no_cam(fitted: FCAM) -> None:

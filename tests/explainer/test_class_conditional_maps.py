@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from explainer_toy import SIZE, images, tiny
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -13,23 +14,11 @@ from fcam import FCAM
 from fcam.explainer import FCAMConfig
 from fcam.upscalers import ClassConditionalHead
 
-SIZE = 32
-
-
-def tiny() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
-    ).eval()  # fmt: skip
-
 
 def data(labels: torch.Tensor) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(len(labels), 3, SIZE, SIZE, generator=g)
-    return DataLoader(TensorDataset(images, labels), batch_size=4)
+    pixels = torch.rand(len(labels), 3, SIZE, SIZE, generator=g)
+    return DataLoader(TensorDataset(pixels, labels), batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +26,6 @@ def fitted() -> FCAM:
     fc = FCAM(tiny(), "4", cam="gradcam", widths=(8, 4), sigma_rgb=60.0)
     fc.fit(data(torch.arange(8) % 3), epochs=1, progress=False)
     return fc
-
-
-def images() -> torch.Tensor:
-    return torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
 
 
 def test_default_decoder_has_a_class_head_trained_only_on_seen_classes() -> None:

@@ -198,7 +198,7 @@ def test_bg_outside_roi_keeps_background_seeds_off_a_large_object():
     cam[0, 3:7, 3:7] = 1.0
     roi = cam[0] > 0.5
     n = 300
-    kwargs = dict(sl_max=2, sl_min=5, sl_ksz=1, fg_erode_k=1, sl_min_p=0.5)
+    kwargs = {"sl_max": 2, "sl_min": 5, "sl_ksz": 1, "fg_erode_k": 1, "sl_min_p": 0.5}
     plain = sample_seeds(cam.expand(n, -1, -1), generator=torch.Generator().manual_seed(0), **kwargs)
     assert ((plain == 0) & roi).any()
     inside = sample_seeds(cam.expand(n, -1, -1), generator=torch.Generator().manual_seed(0),
