@@ -91,11 +91,22 @@ def test_03_pretrained_efficientnet(env: dict[str, str], tmp_path: Path) -> None
         assert (tmp_path / f"cat_{method}.png").is_file()
     _grid(tmp_path / "pretrained_grid.png", columns=5, rows=2, tile=224)
     assert "F-CAM peak" in stdout
-    # It saves the fitted F-CAM (a weights-only checkpoint with the default class head).
+    # The F-CAM it saves (its classifier class is __main__.EfficientNetLite0 there) loads onto
+    # the same classifier built from the imported module, and explains.
+    import importlib.util
+
     import torch
 
-    saved = torch.load(tmp_path / "fcam.pt", weights_only=True)
-    assert saved["config"]["class_head"] is True
+    from fcam import FCAM
+
+    spec = importlib.util.spec_from_file_location("example03", _script("03_pretrained_efficientnet.py"))
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    loaded = FCAM.load(tmp_path / "fcam.pt", example.load_model())
+    assert loaded.config.class_head is True
+    maps = loaded.explain(torch.rand(1, 3, 224, 224), targets=[285])
+    assert maps.shape == (1, 224, 224) and 0 <= float(maps.min()) <= float(maps.max()) <= 1
 
 
 def test_04_evaluate_wsol_layout(

@@ -136,6 +136,25 @@ def test_load_refuses_other_classifier(tmp_path: Path) -> None:
         FCAM.load(tmp_path / "fc.pt", nn.Sequential(*tiny().children()))
 
 
+def test_a_script_class_matches_the_same_class_imported_from_its_module() -> None:
+    from fcam.explainer.checkpoint import classifier_fingerprint, fingerprint_mismatch
+
+    model = tiny()
+    saved = classifier_fingerprint(model)
+    here = saved["class"]                      # e.g. "test_explainer.Tiny"
+    qualname = type(model).__qualname__
+    # Fitted in a script (class __main__.Tiny), loaded where the script is imported, and back.
+    assert fingerprint_mismatch({**saved, "class": f"__main__.{qualname}"}, model) is None
+    assert fingerprint_mismatch(saved, model) is None
+    # Another class, or the same name in two real modules, stays "another classifier".
+    assert "architecture" in str(fingerprint_mismatch({**saved, "class": "__main__.Other"}, model))
+    assert "architecture" in str(fingerprint_mismatch({**saved, "class": f"elsewhere.{qualname}"}, model))
+    # The parameter names and shapes are still compared.
+    wrong = {**saved, "class": f"__main__.{qualname}", "params": saved["params"][:-1]}
+    assert "params" in str(fingerprint_mismatch(wrong, model))
+    assert here.endswith("." + qualname)
+
+
 def test_corrupt_foreign_and_missing_files(tmp_path: Path) -> None:
     model = tiny()
     (tmp_path / "junk.pt").write_bytes(os.urandom(256))

@@ -82,7 +82,7 @@ def fingerprint_mismatch(saved: Mapping[str, Any], model: nn.Module) -> str | No
     """Why ``model`` is not the classifier of ``saved``, or ``None`` when it is (weights may
     differ: that only logs a warning)."""
     now = classifier_fingerprint(model)
-    if saved.get("class") != now["class"]:
+    if not _same_class(str(saved.get("class")), now["class"]):
         return f"architecture {now['class']} differs from the saved {saved.get('class')}"
     for key in ("params", "buffers"):
         old = [(n, tuple(s)) for n, s in saved.get(key, [])]
@@ -96,6 +96,20 @@ def fingerprint_mismatch(saved: Mapping[str, Any], model: nn.Module) -> str | No
             "trained on different features"
         )
     return None
+
+
+def _same_class(saved: str, now: str) -> bool:
+    """Whether two ``module.qualname`` names are the same class. A class defined in a script is
+    ``__main__.X`` there and ``module.X`` where the script is imported (a notebook that loads
+    what the script fitted), so ``__main__`` matches any module with the same qualname; the
+    parameter names and shapes are still compared after this."""
+    if saved == now:
+        return True
+    main = "__main__."
+    for one, other in ((saved, now), (now, saved)):
+        if one.startswith(main) and other.endswith("." + one[len(main):]):
+            return True
+    return False
 
 
 def _chunks(value: Any) -> Iterator[bytes]:
