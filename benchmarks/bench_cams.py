@@ -22,6 +22,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytorch_grad_cam as pgc
 import torch
@@ -100,7 +101,9 @@ def main() -> None:
                 options = {"batch_size": args.score_batch_size} if method == "scorecam" else {}
                 ours = cams.create(ours_name, model, layer_name, **options)
 
-                def run_pgc(cls: type = theirs_cls, score: bool = method == "scorecam") -> object:
+                def run_pgc(cls: type = theirs_cls, score: bool = method == "scorecam",
+                            model: torch.nn.Module = model, layer: torch.nn.Module = layer,
+                            images: torch.Tensor = images, pgc_targets: Any = pgc_targets) -> object:
                     # Built per call: pgc registers its hooks at construction and would
                     # otherwise keep them (and their per-forward copies) during fcam's calls.
                     with cls(model=model, target_layers=[layer]) as cam:
@@ -108,9 +111,11 @@ def main() -> None:
                             cam.batch_size = args.score_batch_size
                         return cam(input_tensor=images, targets=pgc_targets)
 
-                fcam_s, pgc_s = timed_pair(
-                    lambda: ours.explain(images, targets), run_pgc, args.repeats, device, args.stat
-                )
+                def run_ours(ours: Any = ours, images: torch.Tensor = images,
+                             targets: Any = targets) -> object:
+                    return ours.explain(images, targets)
+
+                fcam_s, pgc_s = timed_pair(run_ours, run_pgc, args.repeats, device, args.stat)
                 model.zero_grad(set_to_none=True)  # pgc accumulates parameter grads
                 print(f"{device_name:6} {method:10} {batch:>5} {fcam_s * 1e3:>10.1f} {pgc_s * 1e3:>10.1f} "
                       f"{fcam_s / pgc_s:>9.2f}", flush=True)

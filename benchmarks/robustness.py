@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from cached_training import load_or_train
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from cached_training import load_or_train
 from fcam import FCAM
 from fcam.data.synthetic_domains import SyntheticDomainWSOL
 from fcam.demo.cache import cache_dir, config_key

@@ -8,15 +8,23 @@ Usage (the measurements quoted in the fcam.explainer package docstring)::
 
     python benchmarks/tune_fcam.py '{"tag": "w3e-8", "crf_weight": 3e-8, "n_train": 192, "epochs": 2}'
 """
-import json, logging, os, sys, time
-import numpy as np, torch
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
+
 from fcam import FCAM
 from fcam.data import SyntheticWSOL
 from fcam.demo import train_classifier
 from fcam.demo.pipeline import DemoConfig
 from fcam.metrics import pxap
+
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 opts = json.loads(sys.argv[1])

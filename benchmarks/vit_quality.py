@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from cached_training import load_or_train
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
-from cached_training import load_or_train
 from fcam import FCAM, cams
 from fcam.data import SyntheticWSOL
 from fcam.demo.cache import cache_dir, config_key

@@ -32,15 +32,23 @@ from typing import Any
 
 import torch
 import torchvision
+from cached_training import load_or_train
 from torch.utils.data import DataLoader, Subset
 
-from cached_training import load_or_train
 from fcam import FCAM
 from fcam.cams import cam_to_size
 from fcam.data import SyntheticWSOL
 from fcam.demo.cache import cache_dir, config_key
 from fcam.evaluation import evaluate_localization, fcam_map_fn
-from fcam.wsol import available, build, center_baseline, fsl_baseline, make_optimizer, train, train_step
+from fcam.wsol import (
+    available,
+    build,
+    center_baseline,
+    fsl_baseline,
+    make_optimizer,
+    train,
+    train_step,
+)
 
 logger = logging.getLogger("wsol_table")
 

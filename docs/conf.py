@@ -13,11 +13,11 @@ import sys
 # Build against the checkout even when fcam is not installed (e.g. on Read the Docs).
 sys.path.insert(0, os.path.abspath(".."))
 
-import fcam  # noqa: E402
+import fcam
 
 project = "fcam"
 author = "fcam contributors"
-copyright = "2026, fcam contributors"  # noqa: A001 - Sphinx setting name
+copyright = "2026, fcam contributors"
 version = fcam.__version__
 release = fcam.__version__
 

@@ -25,7 +25,7 @@ import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Union, overload
+from typing import Any, overload
 
 import cv2
 import numpy as np
@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fcam.core.io import atomic_write_bytes
 from fcam.core.validation import check_number
 
-__all__ = ["overlay", "comparison_grid", "COLORMAPS"]
+__all__ = ["COLORMAPS", "comparison_grid", "overlay"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ COLORMAPS: tuple[str, ...] = tuple(
     sorted(name[len("COLORMAP_") :].lower() for name in dir(cv2) if name.startswith("COLORMAP_"))
 )
 
-ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
-MapLike = Union[torch.Tensor, np.ndarray]
+ImageLike = Image.Image | np.ndarray | torch.Tensor
+MapLike = torch.Tensor | np.ndarray
 
 # Tolerance for float inputs that should lie in [0, 1] (bilinear resizing and
 # de-normalisation round-off overshoot by a few ulps).
@@ -55,7 +55,7 @@ _GT_BOX_COLOUR = (0, 200, 0)
 _PRED_BOX_COLOUR = (230, 0, 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _colormap_lut(colormap: str) -> torch.Tensor:
     """(256, 3) uint8 RGB look-up table of an OpenCV colour map."""
     if not isinstance(colormap, str):
@@ -186,7 +186,7 @@ def _blend(rgb: torch.Tensor, heat: torch.Tensor, colormap: str, alpha: float) -
 @overload
 def overlay(
     image: Image.Image,
-    map: MapLike,  # noqa: A002
+    map: MapLike,
     colormap: str = ...,
     alpha: float = ...,
     mean: Sequence[float] | torch.Tensor | None = ...,
@@ -197,7 +197,7 @@ def overlay(
 @overload
 def overlay(
     image: np.ndarray | torch.Tensor,
-    map: MapLike,  # noqa: A002
+    map: MapLike,
     colormap: str = ...,
     alpha: float = ...,
     mean: Sequence[float] | torch.Tensor | None = ...,
@@ -207,7 +207,7 @@ def overlay(
 
 def overlay(
     image: ImageLike,
-    map: MapLike,  # noqa: A002 - public name fixed by the API contract
+    map: MapLike,
     colormap: str = "jet",
     alpha: float = 0.5,
     mean: Sequence[float] | torch.Tensor | None = None,

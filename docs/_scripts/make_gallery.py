@@ -33,7 +33,6 @@ from fcam.demo.config import DEMO_CAMS
 from fcam.viz import comparison_grid
 
 
-
 def cam_gallery(classifier: Path, config: DemoConfig, output: Path, quick: bool) -> None:
     model, _ = load_classifier(classifier, device=config.device)
     test = SyntheticWSOL(4, size=config.image_size, seed=config.seed, split="test")

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from fcam.cams.base import _CAM, _Forward, _generator
-from fcam.core.validation import check_int
-from fcam.core.layers import resolve_layer
 from fcam.cams.maps import normalize, upsample
+from fcam.core.layers import resolve_layer
+from fcam.core.validation import check_int
 
 __all__ = ["CAM", "ISCAM", "SSCAM", "ScoreCAM"]
 

@@ -6,10 +6,10 @@ Both functions are pure torch, batched, differentiable and keep maps on their de
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 
 import torch  # noqa: F401  (doctest namespace)
 import torch.nn.functional as F
-from collections.abc import Sequence
 from torch import Tensor
 
 __all__ = ["cam_to_size", "normalize", "upsample"]

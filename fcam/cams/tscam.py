@@ -56,7 +56,7 @@ def _class_attention(module: nn.Module, x: Tensor) -> Tensor:
     if isinstance(module, nn.MultiheadAttention):
         if not module.batch_first:
             x = x.transpose(0, 1)
-        bsz, tokens, dim = x.shape
+        bsz, tokens, _ = x.shape
         heads = module.num_heads
         if module.in_proj_weight is not None:
             wq, wk, _ = module.in_proj_weight.chunk(3)

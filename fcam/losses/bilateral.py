@@ -218,7 +218,7 @@ def window_gaussian_filter(features: Tensor, values: Tensor, sigma_xy: float,
     """
     height, width = values.shape[-2:]
     out = values.clone()  # the i = j term: weight exp(0) = 1
-    for dy in range(0, min(radius, height - 1) + 1):
+    for dy in range(min(radius, height - 1) + 1):
         for dx in range(-min(radius, width - 1), min(radius, width - 1) + 1):
             if dy == 0 and dx <= 0:
                 continue

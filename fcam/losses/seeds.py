@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from fcam.core.validation import check_int, check_number
 from fcam.losses._validation import check_float_tensor
 
-__all__ = ["sample_seeds", "otsu_threshold", "SeedLoss", "seed_loss"]
+__all__ = ["SeedLoss", "otsu_threshold", "sample_seeds", "seed_loss"]
 
 
 def otsu_threshold(levels: Tensor) -> Tensor:

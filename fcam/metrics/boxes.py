@@ -20,11 +20,11 @@ import numpy as np
 from fcam.core.boxes import resize_bbox
 
 __all__ = [
-    "box_iou",
-    "resize_bbox",
-    "contour_boxes",
-    "boxes_at_thresholds",
     "best_iou_per_threshold",
+    "box_iou",
+    "boxes_at_thresholds",
+    "contour_boxes",
+    "resize_bbox",
 ]
 
 
@@ -118,7 +118,7 @@ def _distinct_binaries(
     cuts = _threshold_cuts(thresholds, int(quantised.max()))
     values = np.unique(quantised)
     rank = np.searchsorted(values, cuts, side="right")
-    groups, first, inverse = np.unique(rank, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(rank, return_index=True, return_inverse=True)
     return [int(cuts[i]) for i in first], inverse.reshape(-1)
 
 

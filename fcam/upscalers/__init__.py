@@ -32,10 +32,10 @@ from fcam.upscalers.unet import DEFAULT_WIDTHS, DecoderBlock, UNetDecoder
 
 __all__ = [
     "DEFAULT_WIDTHS",
-    "ClassConditionalHead",
     "FOREGROUND_PRIOR",
     "LITE_WIDTHS",
     "PROBE_SIZE",
+    "ClassConditionalHead",
     "DPTDecoder",
     "DecoderBlock",
     "FeatureLevel",
@@ -79,7 +79,8 @@ def default_widths(name: str) -> tuple[int, ...]:
     Raises:
         ValueError: for an unknown name.
     """
-    return tuple(getattr(_decoder_class(name), "default_widths"))
+    # The registry is typed as nn.Module classes; every decoder defines default_widths.
+    return tuple(getattr(_decoder_class(name), "default_widths"))  # noqa: B009
 
 
 def decoder_name(name: str, pyramid: Pyramid) -> str:

@@ -8,10 +8,9 @@ block is at stride 1 (then resized to the exact input size, which matters for od
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar
-
-import math
 
 import torch
 import torch.nn.functional as F

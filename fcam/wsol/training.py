@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,12 +117,12 @@ def _loss(model: nn.Module, images: Tensor, labels: Tensor, method: str, options
     """The method's loss and the logits of one batch."""
     if method == "has":
         images = has(images, options.has_grid_size, options.has_drop_rate, generator)
-    if method == "cutmix" and options.cutmix_prob > 0:
-        if float(torch.rand((), generator=generator)) < options.cutmix_prob:
-            mixed, labels_a, labels_b, lam = cutmix(images, labels, options.cutmix_beta, generator)
-            logits = model_logits(model(mixed))
-            loss = lam * F.cross_entropy(logits, labels_a) + (1 - lam) * F.cross_entropy(logits, labels_b)
-            return loss, logits
+    if method == "cutmix" and options.cutmix_prob > 0 \
+            and float(torch.rand((), generator=generator)) < options.cutmix_prob:
+        mixed, labels_a, labels_b, lam = cutmix(images, labels, options.cutmix_beta, generator)
+        logits = model_logits(model(mixed))
+        loss = lam * F.cross_entropy(logits, labels_a) + (1 - lam) * F.cross_entropy(logits, labels_b)
+        return loss, logits
     if method in ("acol", "spg"):
         out = model.forward_train(images, labels)  # type: ignore[operator]
         if method == "acol":

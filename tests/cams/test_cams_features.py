@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cams_toy import ToyNet
 from torch import Tensor
 
 from fcam import cams
 from fcam.core import capture_features
-
-from cams_toy import ToyNet
 
 
 @pytest.mark.parametrize("name", cams.available()[:9])  # tscam needs a class token: test_tscam.py

@@ -11,10 +11,10 @@ import math
 
 import pytest
 import torch
+from cams_toy import A0, A1, FC, ToyNet
 from torch import Tensor
 
 from fcam import cams
-from cams_toy import A0, A1, FC, ToyNet
 
 A = torch.tensor([A0, A1], dtype=torch.float64)
 

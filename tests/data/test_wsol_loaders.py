@@ -209,7 +209,7 @@ def openimages(tmp_path):
 
 
 def test_openimages_files_are_in_the_real_formats(openimages):
-    root, meta, ids, _, _ = openimages
+    root, meta, _, _, _ = openimages
     assert (meta / "image_sizes.txt").stat().st_size == 0
     lines = (meta / "localization.txt").read_text().split("\n")
     assert lines[1].endswith(",") and lines[0].endswith("_ignore.png")
@@ -259,7 +259,7 @@ def test_openimages_perfect_map_pxap_is_100(openimages):
 
 
 def test_openimages_mask_size_mismatch(openimages):
-    root, meta, ids, _, _ = openimages
+    root, meta, _, _, _ = openimages
     bad = root / "val/01226z/3a29f0b33894d4a6_m01226z_00000000.png"
     _mask_png(bad, np.ones((10, 10), dtype=bool))
     ds = OpenImagesDataset(root, meta, num_classes=2)
@@ -277,7 +277,7 @@ def test_openimages_later_line_with_ignore_path_is_rejected(openimages):
 
 
 def test_openimages_missing_mask_file(openimages):
-    root, meta, ids, _, _ = openimages
+    root, meta, _, _, _ = openimages
     (root / "val/0bt_c3/3b3b9931325d65c9_ignore.png").unlink()
     with pytest.raises(FileNotFoundError, match="3b3b9931325d65c9_ignore.png"):
         OpenImagesDataset(root, meta, num_classes=2)[3]

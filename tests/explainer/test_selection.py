@@ -39,7 +39,7 @@ def make() -> FCAM:
 
 
 def test_val_pxap_selects_and_restores_the_best_epoch() -> None:
-    x, y, m = squares(8, 0)
+    x, y, _ = squares(8, 0)
     vx, vy, vm = squares(4, 1)
     fc = make()
     history = fc.fit([(x[:4], y[:4]), (x[4:], y[4:])], epochs=4, lr=0.05, progress=False,

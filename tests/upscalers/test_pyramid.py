@@ -96,10 +96,8 @@ def test_capture_clones_before_inplace_relu() -> None:
 
 def test_capture_removes_hooks_on_error() -> None:
     model = nn.Sequential(nn.Conv2d(1, 1, 1))
-    with pytest.raises(RuntimeError):
-        with capture_features(model, ["0"]):
-            model(torch.ones(1, 2, 2, 2))  # wrong channels
+    with pytest.raises(RuntimeError), capture_features(model, ["0"]):
+        model(torch.ones(1, 2, 2, 2))  # wrong channels
     assert not model[0]._forward_hooks
-    with pytest.raises(ValueError, match="not found"):
-        with capture_features(model, ["nope"]):
-            pass
+    with pytest.raises(ValueError, match="not found"), capture_features(model, ["nope"]):
+        pass

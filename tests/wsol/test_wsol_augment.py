@@ -39,7 +39,7 @@ def test_has_hides_whole_patches_and_keeps_input():
     out = has(images, 4, 0.5, generator=torch.Generator().manual_seed(0))
     assert torch.equal(images, torch.ones(4, 3, 12, 20))  # input untouched
     patches = out[:, 0].reshape(4, 3, 4, 5, 4).permute(0, 1, 3, 2, 4)
-    assert ((patches.amax(dim=(-2, -1)) == patches.amin(dim=(-2, -1)))).all()  # constant patches
+    assert (patches.amax(dim=(-2, -1)) == patches.amin(dim=(-2, -1))).all()  # constant patches
     assert 0 < float((out == 0).float().mean()) < 1
 
 
@@ -61,7 +61,7 @@ def _rand_bbox_reference(height, width, lam, cy, cx):
     """CutMix's rand_bbox with np.int replaced by int (box in (row, column) order)."""
     cut_rat = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * cut_rat), int(width * cut_rat)
-    clip = lambda v, hi: min(max(v, 0), hi)  # noqa: E731
+    clip = lambda v, hi: min(max(v, 0), hi)
     return (clip(cy - cut_h // 2, height), clip(cx - cut_w // 2, width),
             clip(cy + cut_h // 2, height), clip(cx + cut_w // 2, width))
 

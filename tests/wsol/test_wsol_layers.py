@@ -44,7 +44,7 @@ def loss_attention_reference(logits, labels):
 
 def spg_loss_reference(out, target, thresholds, size):
     (h1, l1), (h2, l2), (h3, l3) = thresholds
-    up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+    up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)
     feat = up(out["class_map"])
     attention = normalize_tensor(feat[range(feat.size(0)), target].unsqueeze(1))
     fused = (torch.sigmoid(up(out["logits_b1"])) + torch.sigmoid(up(out["logits_b2"]))) / 2
