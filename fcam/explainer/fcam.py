@@ -193,9 +193,10 @@ class FCAM:
         with capture_features(self.model, self.pyramid.names) as feats, torch.no_grad():
             output = self.model(images)
         feats[_IMAGES] = images.detach()
-        if targets is None:
+        if targets is None and self.config.class_head:
             targets = model_logits(output, self.output_fn).argmax(1)
-        feats[_CLASSES] = targets.to(images.device)
+        if targets is not None:
+            feats[_CLASSES] = targets.to(images.device)
         return feats
 
     def cam_and_features(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
