@@ -42,7 +42,14 @@ from fcam.core.layers import (
 from fcam.core.references import import_reference, reference_of
 from fcam.core.state import ModelState, frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
-from fcam.core.validation import check_images, check_int, check_maps, check_number, check_stats
+from fcam.core.validation import (
+    check_bool,
+    check_images,
+    check_int,
+    check_maps,
+    check_number,
+    check_stats,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -57,6 +64,7 @@ __all__ = [
     "atomic_write_png",
     "atomic_write_text",
     "capture_features",
+    "check_bool",
     "check_images",
     "check_int",
     "check_maps",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_images", "check_int", "check_maps", "check_number", "check_stats"]
+__all__ = ["check_bool", "check_images", "check_int", "check_maps", "check_number", "check_stats"]
 
 
 def check_number(
@@ -54,6 +54,25 @@ def check_number(
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
     return float(value)
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` after checking that it is a ``bool`` (not 0/1 or a string).
+
+    Example:
+        >>> check_bool(True, "class_head")
+        True
+        >>> check_bool("yes", "class_head")
+        Traceback (most recent call last):
+        ...
+        TypeError: class_head must be a bool, got str
+
+    Raises:
+        TypeError: if the value is not a bool.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
 
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:

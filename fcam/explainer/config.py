@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
-from fcam.core.validation import check_int, check_number
+from fcam.core.validation import check_bool, check_int, check_number
 from fcam.losses.crf import CRF_NORMALIZATIONS
 
 __all__ = [
@@ -76,8 +76,7 @@ class SeedOptions:
             object.__setattr__(self, name, check_int(getattr(self, name), name))
         object.__setattr__(self, "fg_erode_iter", check_int(self.fg_erode_iter, "fg_erode_iter", 0))
         object.__setattr__(self, "sl_min_p", check_number(self.sl_min_p, "sl_min_p", positive=True, maximum=1.0))
-        if not isinstance(self.bg_outside_roi, bool):
-            raise TypeError(f"bg_outside_roi must be a bool, got {type(self.bg_outside_roi).__name__}")
+        check_bool(self.bg_outside_roi, "bg_outside_roi")
 
 
 @dataclass(frozen=True)
@@ -167,8 +166,7 @@ class FCAMConfig:
             set_(self, name, check_number(getattr(self, name), name, non_negative=True))
         for name in ("sigma_rgb", "sigma_xy", "init_t", "max_t", "mulcoef"):
             set_(self, name, check_number(getattr(self, name), name, positive=True))
-        if not isinstance(self.class_head, bool):
-            raise TypeError(f"class_head must be a bool, got {type(self.class_head).__name__}")
+        check_bool(self.class_head, "class_head")
         set_(self, "crf_scale", check_number(self.crf_scale, "crf_scale", positive=True, maximum=1.0))
         if self.crf_normalize not in CRF_NORMALIZATIONS:
             raise ValueError(

@@ -319,7 +319,7 @@ class FCAM:
             if return_cam or gamma > 0:
                 cam, feats = self.cam_and_features(images, wanted)
             else:
-                feats = self.features(images, wanted if wanted is None else wanted.to(device))
+                feats = self.features(images, wanted)
             with torch.no_grad():
                 logits = self.decode(self.decoder, feats, size)
                 maps = torch.softmax(logits.float(), dim=1)[:, 1]

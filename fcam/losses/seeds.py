@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fcam.core.validation import check_int, check_number
+from fcam.core.validation import check_bool, check_int, check_number
 from fcam.losses._validation import check_float_tensor
 
 __all__ = ["SeedLoss", "otsu_threshold", "sample_seeds", "seed_loss"]
@@ -165,8 +165,7 @@ def sample_seeds(
     fg_erode_k = check_int(fg_erode_k, "fg_erode_k")
     fg_erode_iter = check_int(fg_erode_iter, "fg_erode_iter", 0)
     sl_min_p = check_number(sl_min_p, "sl_min_p", non_negative=True, maximum=1.0)
-    if not isinstance(bg_outside_roi, bool):
-        raise TypeError(f"bg_outside_roi must be a bool, got {type(bg_outside_roi).__name__}")
+    check_bool(bg_outside_roi, "bg_outside_roi")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) \
             or ignore_index in (0, 1):
         raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 from torch import nn
 
@@ -115,8 +116,6 @@ def build_upscaler(
         raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
     decoder = _UPSCALERS[built](pyramid, widths=widths)  # type: ignore[call-arg]
     if num_classes:
-        shared = decoder.seg_head
-        if not isinstance(shared, nn.Conv2d):
-            raise TypeError(f"decoder {built!r} has no Conv2d seg_head to make class-conditional")
-        decoder.seg_head = ClassConditionalHead(shared, num_classes)
+        # The head checks at run time that it wraps a Conv2d.
+        decoder.seg_head = ClassConditionalHead(cast(nn.Module, decoder.seg_head), num_classes)
     return decoder

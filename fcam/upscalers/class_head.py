@@ -43,7 +43,7 @@ class ClassConditionalHead(nn.Module):
         torch.Size([2, 2, 5, 5])
     """
 
-    def __init__(self, shared: nn.Conv2d, num_classes: int) -> None:
+    def __init__(self, shared: nn.Module, num_classes: int) -> None:
         super().__init__()
         if not isinstance(shared, nn.Conv2d) or shared.groups != 1:
             raise TypeError(f"shared must be an ungrouped nn.Conv2d, got {shared!r}")

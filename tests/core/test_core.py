@@ -17,6 +17,7 @@ from fcam.core import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_text,
+    check_bool,
     check_int,
     check_number,
     check_stats,
@@ -136,6 +137,10 @@ def test_check_number_ranges_and_int() -> None:
         check_number(-1, "w", non_negative=True)
     with pytest.raises(ValueError, match="<= 1"):
         check_number(2, "scale", maximum=1)
+    assert check_bool(False, "flag") is False
+    for bad in (0, 1, "yes", None):
+        with pytest.raises(TypeError, match="flag must be a bool"):
+            check_bool(bad, "flag")
     assert check_int(0, "n", 0) == 0
     for bad in (0, 1.0, True, "3"):
         with pytest.raises(ValueError, match="n must be a positive int"):
