@@ -280,6 +280,16 @@ def test_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     _assert_one_line_error(code, err, "--seed")
 
 
+def test_lr_schedule_choices_are_fits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from fcam.commands.fit import CLI_LR_SCHEDULES
+    from fcam.explainer.trainer import LR_SCHEDULES
+
+    assert CLI_LR_SCHEDULES == LR_SCHEDULES
+    code, _, err = _run(capsys, "fit", "--data-root", str(tmp_path), "--out", str(tmp_path / "f.pt"),
+                        "--lr-schedule", "step")
+    _assert_one_line_error(code, err, "--lr-schedule", "step")
+
+
 def test_missing_checkpoints(
     assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -515,7 +525,8 @@ def test_fit_on_image_folder_with_checkpoints_and_resume(
 ) -> None:
     out = tmp_path / "fcam-folder.pt"
     argv = ["fit", "--data-root", str(folder), "--classifier", str(assets["classifier"]),
-            "--cam", "cam", "--batch-size", "3", "--out", str(out), "--no-progress"]
+            "--cam", "cam", "--batch-size", "3", "--out", str(out), "--no-progress",
+            "--lr-schedule", "cosine"]
     code, stdout, err = _run(capsys, *argv, "--epochs", "1")
     assert code == 0, err
     assert f"wrote {out}" in stdout
@@ -529,7 +540,8 @@ def test_fit_on_image_folder_with_checkpoints_and_resume(
     code, stdout, err = _run(capsys, *argv, "--epochs", "2", "--resume")
     assert code == 0, err
     assert "epoch 2/2" in stdout
-    assert len(FCAM.load(out, model).history) == 2
+    # Epoch 2 of 2 on the cosine schedule: 0.01 * (1 + cos(pi / 2)) / 2.
+    assert [h["lr"] for h in FCAM.load(out, model).history] == pytest.approx([0.01, 0.005])
     # Resuming a finished run only rewrites the output.
     out.unlink()
     code, _, err = _run(capsys, *argv, "--epochs", "2", "--resume")

@@ -30,6 +30,9 @@ from fcam.commands.sources import add_model_args, load_classifier_args, open_dat
 
 logger = logging.getLogger(__name__)
 
+#: fcam.explainer.trainer.LR_SCHEDULES, spelled out so that parsing does not import torch.
+CLI_LR_SCHEDULES = ("constant", "cosine")
+
 
 def register(sub: Any) -> None:
     """Add the ``fit`` sub-command to ``sub`` (an argparse subparsers action)."""
@@ -50,6 +53,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="F-CAM file to write")
     p.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="default 10")
     p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (0.01)")
+    p.add_argument(
+        "--lr-schedule", choices=CLI_LR_SCHEDULES, default="constant",
+        help="learning rate per epoch: constant, or cosine-annealed over --epochs (default constant)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default 0")
     p.add_argument("--crf-weight", type=positive_float, metavar="W", help="F-CAM CRF weight")
     add_cam_exponent_arg(p, "", " (stored in --out)")
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         _Batches(loader, keep_labels=not args.use_predictions),
         epochs=args.epochs,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         device=args.device,
         checkpoint_dir=make_dir(ckpt_dir, "--checkpoint-dir"),
         resume=args.resume,

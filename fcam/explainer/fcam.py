@@ -346,6 +346,7 @@ class FCAM:
         on_epoch_start: Any = None,
         val_loader: Iterable[Any] | None = None,
         select_by: str | None = "pxap",
+        lr_schedule: str = "constant",
     ) -> list[dict[str, float]]:
         """Train the decoder on the frozen classifier (SGD, the published F-CAM settings).
 
@@ -370,6 +371,8 @@ class FCAM:
                 after every epoch (:mod:`fcam.explainer.selection`).
             select_by: ``"pxap"``: keep the decoder of the epoch with the best validation
                 PxAP and restore it at the end; ``None``: only report the scores.
+            lr_schedule: ``"constant"`` (the published run) or ``"cosine"`` (annealed per
+                epoch, :func:`fcam.explainer.trainer.epoch_lr`).
 
         Returns:
             The history: one dict per epoch with the mean loss parts, ``t``, timing, the
@@ -389,7 +392,7 @@ class FCAM:
         """
         options = TrainOptions(
             epochs, lr, momentum, nesterov, weight_decay, amp, progress, on_epoch_start,
-            val_loader, select_by,
+            val_loader, select_by, lr_schedule,
         )
         if hasattr(loader, "__len__") and len(loader) == 0:  # type: ignore[arg-type]
             raise ValueError("loader is empty")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import random
 import tempfile
@@ -36,16 +37,36 @@ from fcam.losses import sample_seeds
 if TYPE_CHECKING:
     from fcam.explainer.fcam import FCAM
 
-__all__ = ["TrainOptions", "Trainer", "rng_state", "set_rng_state"]
+__all__ = ["LR_SCHEDULES", "TrainOptions", "Trainer", "epoch_lr", "rng_state", "set_rng_state"]
 
 logger = logging.getLogger(__name__)
 
 _PARTS = ("seed", "crf", "size")
+#: Values of :attr:`TrainOptions.lr_schedule`.
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr(lr: float, epoch: int, epochs: int, schedule: str = "constant") -> float:
+    r"""Learning rate of the 0-based ``epoch`` of ``epochs``.
+
+    ``"cosine"`` anneals once over the run, per epoch: :math:`lr \cdot \tfrac12 (1 + \cos(\pi
+    e / E))`, so the first epoch trains at ``lr`` and the last at :math:`lr \cdot \tfrac12 (1 -
+    \cos(\pi / E))`. A function of the epoch alone, so a resumed run follows the same rates.
+
+    Example:
+        >>> epoch_lr(0.01, 0, 10, "cosine"), round(epoch_lr(0.01, 5, 10, "cosine"), 6)
+        (0.01, 0.005)
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    raise ValueError(f"schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Options of :meth:`fcam.FCAM.fit` that are not saved with the model.
+    r"""Options of :meth:`fcam.FCAM.fit` that are not saved with the model.
 
     Attributes:
         epochs: total number of epochs (including those restored with ``resume``).
@@ -58,6 +79,9 @@ class TrainOptions:
             scored after every epoch.
         select_by: ``"pxap"`` keeps the decoder of the epoch with the best validation PxAP
             (``val_loader`` must then carry masks); ``None`` only reports the scores.
+        lr_schedule: ``"constant"`` (the published run) or ``"cosine"``: epoch :math:`e` of
+            :math:`E` trains at :math:`lr \cdot \tfrac12 (1 + \cos(\pi e / E))`
+            (:func:`epoch_lr`).
     """
 
     epochs: int = 10
@@ -70,8 +94,11 @@ class TrainOptions:
     on_epoch_start: Callable[[int], Any] | None = None
     val_loader: Iterable[Any] | None = None
     select_by: str | None = "pxap"
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.select_by not in ("pxap", None):
             raise ValueError(f"select_by must be 'pxap' or None, got {self.select_by!r}")
         if self.val_loader is not None and not isinstance(self.val_loader, Iterable):
@@ -238,6 +265,9 @@ class Trainer:
             self.best = {"epoch": epoch + 1, "pxap": stats["val_pxap"], "decoder": state}
 
     def _epoch(self, loader: Iterable[Any], epoch: int) -> dict[str, float]:
+        lr = epoch_lr(self.options.lr, epoch, self.options.epochs, self.options.lr_schedule)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         sums = dict.fromkeys(("loss", *_PARTS), 0.0)
         shares: list[torch.Tensor] = []
         cam_shares: list[torch.Tensor] = []
@@ -263,7 +293,7 @@ class Trainer:
         stats = {k: v / seen for k, v in sums.items()}
         share_t = torch.cat(shares)
         stats.update(
-            epoch=float(epoch + 1), images=float(seen), seconds=time.perf_counter() - tic,
+            epoch=float(epoch + 1), lr=lr, images=float(seen), seconds=time.perf_counter() - tic,
             fg_share=float(share_t.mean()), fg_share_std=float(share_t.std(unbiased=False)),
             cam_fg_share=float(torch.cat(cam_shares).mean()),
         )
