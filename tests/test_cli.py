@@ -540,8 +540,8 @@ def test_fit_on_image_folder_with_checkpoints_and_resume(
     code, stdout, err = _run(capsys, *argv, "--epochs", "2", "--resume")
     assert code == 0, err
     assert "epoch 2/2" in stdout
-    # Epoch 2 of 2 on the cosine schedule: 0.01 * (1 + cos(pi / 2)) / 2.
-    assert [h["lr"] for h in FCAM.load(out, model).history] == pytest.approx([0.01, 0.005])
+    # Epoch 2 of 2 on the cosine schedule: 0.03 * (1 + cos(pi / 2)) / 2.
+    assert [h["lr"] for h in FCAM.load(out, model).history] == pytest.approx([0.03, 0.015])
     # Resuming a finished run only rewrites the output.
     out.unlink()
     code, _, err = _run(capsys, *argv, "--epochs", "2", "--resume")

@@ -52,10 +52,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="F-CAM file to write")
     p.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="default 10")
-    p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (0.01)")
     p.add_argument(
-        "--lr-schedule", choices=CLI_LR_SCHEDULES, default="constant",
-        help="learning rate per epoch: constant, or cosine-annealed over --epochs (default constant)",
+        "--lr", type=positive_float, default=None,
+        help="SGD learning rate, of the first epoch with the cosine schedule (default: fit's, 0.03)",
+    )
+    p.add_argument(
+        "--lr-schedule", choices=CLI_LR_SCHEDULES, default=None,
+        help="learning rate per epoch: cosine-annealed over --epochs, or constant as published "
+        "(default: fit's, cosine)",
     )
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default 0")
     p.add_argument("--crf-weight", type=positive_float, metavar="W", help="F-CAM CRF weight")
@@ -144,12 +148,11 @@ def run(args: argparse.Namespace) -> int:
     history = fc.fit(
         _Batches(loader, keep_labels=not args.use_predictions),
         epochs=args.epochs,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
         device=args.device,
         checkpoint_dir=make_dir(ckpt_dir, "--checkpoint-dir"),
         resume=args.resume,
         progress=not args.no_progress,
+        **{k: v for k, v in (("lr", args.lr), ("lr_schedule", args.lr_schedule)) if v is not None},
     )
     fc.history = list(history)  # a resumed run that had finished every epoch keeps its history
     if not fc.fitted:  # --resume of a run that had already finished every epoch

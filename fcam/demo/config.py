@@ -44,7 +44,8 @@ class DemoConfig:
         fcam_epochs: F-CAM epochs per CAM method.
         fcam_train: images of the train split used to fit F-CAM (the first ones).
         fcam_batch_size: F-CAM batch size.
-        fcam_lr: F-CAM learning rate.
+        fcam_lr: F-CAM learning rate; ``None``: :meth:`fcam.FCAM.fit`'s default (F-CAM is
+            trained with fit's default schedule).
         fcam_options: extra keyword arguments for :class:`fcam.FCAM` (e.g. loss weights).
         eval_batch_size: evaluation batch size.
         num_examples: test images shown in the overlays and the grid.
@@ -64,7 +65,7 @@ class DemoConfig:
     fcam_epochs: int = 3
     fcam_train: int = 600
     fcam_batch_size: int = 16
-    fcam_lr: float = 0.01
+    fcam_lr: float | None = None
     fcam_options: dict[str, Any] = field(default_factory=dict)
     eval_batch_size: int = 50
     num_examples: int = 8
@@ -113,7 +114,7 @@ class DemoConfig:
             raise ValueError(f"unknown CAM method(s) {unknown}; available: {available()}")
         if self.num_examples < 0:
             raise ValueError(f"num_examples must be >= 0, got {self.num_examples}")
-        if not self.fcam_lr > 0:
+        if self.fcam_lr is not None and not self.fcam_lr > 0:
             raise ValueError(f"fcam_lr must be > 0, got {self.fcam_lr}")
 
     def classifier_config(self) -> ClassifierConfig:
@@ -132,6 +133,7 @@ class DemoConfig:
         """Cache key of the F-CAM fitted for ``cam`` (depends on the classifier too, and on
         F-CAM's default options, so a changed default never reuses stale weights)."""
         from fcam.explainer.config import FCAMConfig  # deferred: this module is torch-free
+        from fcam.explainer.trainer import DEFAULT_LR, DEFAULT_LR_SCHEDULE
 
         return config_key(
             {
@@ -140,7 +142,8 @@ class DemoConfig:
                 "epochs": self.fcam_epochs,
                 "n": min(self.fcam_train, self.n_train),
                 "batch_size": self.fcam_batch_size,
-                "lr": self.fcam_lr,
+                "lr": DEFAULT_LR if self.fcam_lr is None else self.fcam_lr,
+                "lr_schedule": DEFAULT_LR_SCHEDULE,
                 "options": self.fcam_options,
                 "seed": self.seed,
                 "fcam": __version__,

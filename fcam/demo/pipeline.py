@@ -109,9 +109,9 @@ def _fit_fcam(
     explainer.fit(
         loader,
         epochs=config.fcam_epochs,
-        lr=config.fcam_lr,
         device=device,
         progress=config.progress,
+        **({} if config.fcam_lr is None else {"lr": config.fcam_lr}),
     )
     if config.cache:
         path.parent.mkdir(parents=True, exist_ok=True)

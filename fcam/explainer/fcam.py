@@ -35,7 +35,13 @@ from fcam.explainer.checkpoint import (
     write_checkpoint,
 )
 from fcam.explainer.config import FCAMConfig
-from fcam.explainer.trainer import Trainer, TrainOptions, checkpoint_path
+from fcam.explainer.trainer import (
+    DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
+    Trainer,
+    TrainOptions,
+    checkpoint_path,
+)
 from fcam.losses import DenseCRFLoss, FCAMLoss, SeedLoss, SizeLoss
 from fcam.upscalers import Pyramid, build_upscaler, decoder_name, default_widths, discover_pyramid
 
@@ -333,7 +339,7 @@ class FCAM:
         self,
         loader: Iterable[Any],
         epochs: int = 10,
-        lr: float = 0.01,
+        lr: float = DEFAULT_LR,
         device: str | torch.device | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = False,
@@ -346,21 +352,23 @@ class FCAM:
         on_epoch_start: Any = None,
         val_loader: Iterable[Any] | None = None,
         select_by: str | None = "pxap",
-        lr_schedule: str = "constant",
+        lr_schedule: str = DEFAULT_LR_SCHEDULE,
     ) -> list[dict[str, float]]:
-        """Train the decoder on the frozen classifier (SGD, the published F-CAM settings).
+        """Train the decoder on the frozen classifier (SGD as published, with a cosine-annealed rate).
 
         Args:
             loader: iterable of batches: image tensors, ``(images, labels, ...)`` tuples, or
                 dicts with ``"image"`` (and optionally ``"label"``, ``"raw"``/``"raw_image"``
                 RGB in [0, 255] for the CRF). Without labels the prediction picks the CAM class.
             epochs: total number of epochs (including those restored with ``resume``).
-            lr: SGD learning rate (constant, as in the published run).
+            lr: SGD learning rate; with ``"cosine"`` the first epoch's (the paper: 0.01, constant).
             device: where to train; ``None`` = the model's device. The model is moved there for
                 the run and moved back afterwards.
             checkpoint_dir: write ``fcam-last.pt`` there after every epoch (rank 0, atomic).
             resume: continue from the checkpoint in ``checkpoint_dir`` (same result as an
                 uninterrupted run; restores optimizer, barrier, generator and global RNG states).
+                The cosine schedule depends on ``epochs``: resuming with a larger ``epochs``
+                continues on the longer run's schedule (a partial warm restart).
             progress: show a tqdm bar (rank 0).
             momentum, nesterov, weight_decay: SGD options (paper: 0.9, True, 1e-4).
             amp: float16 autocast for the decoder on CUDA.
@@ -371,8 +379,8 @@ class FCAM:
                 after every epoch (:mod:`fcam.explainer.selection`).
             select_by: ``"pxap"``: keep the decoder of the epoch with the best validation
                 PxAP and restore it at the end; ``None``: only report the scores.
-            lr_schedule: ``"constant"`` (the published run) or ``"cosine"`` (annealed per
-                epoch, :func:`fcam.explainer.trainer.epoch_lr`).
+            lr_schedule: ``"cosine"`` (annealed per epoch over ``epochs``,
+                :func:`fcam.explainer.trainer.epoch_lr`) or ``"constant"`` (the published run).
 
         Returns:
             The history: one dict per epoch with the mean loss parts, ``t``, timing, the
