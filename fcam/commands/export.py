@@ -91,9 +91,9 @@ def _write(paths: list[Path], heat: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``fcam export``; returns the exit status."""
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     from fcam.core import model_device
+    from fcam.core.progress import progress_bar
 
     model, spec = load_classifier_args(args)
     dataset = open_dataset(args, spec)
@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     )
     with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent) as source:
         map_fn = source.map_fn()
-        bar = tqdm(total=len(pending), desc=f"export {source.label}", unit="img",
-                   disable=args.no_progress)
+        bar = progress_bar(total=len(pending), enabled=not args.no_progress,
+                           desc=f"export {source.label}", unit="img")
         for batch in loader:
             images = batch["image"].to(device)
             targets = batch["label"].to(device) if args.target == "label" else None

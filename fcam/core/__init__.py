@@ -13,6 +13,7 @@ It holds exactly one implementation of each piece of model and file plumbing:
 - :mod:`fcam.core.constants`: normalisation constants.
 - :mod:`fcam.core.boxes`: box rescaling shared by datasets and metrics.
 - :mod:`fcam.core.references`: ``"package.module:name"`` references to importable objects.
+- :mod:`fcam.core.progress`: the one progress-bar policy (terminals and notebooks, not logs).
 """
 
 from __future__ import annotations

@@ -52,9 +52,9 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD  # re-exported
+from fcam.core.progress import progress_bar
 from fcam.core.validation import check_int
 
 if TYPE_CHECKING:
@@ -429,7 +429,7 @@ class SyntheticWSOL(Dataset):
         root = Path(root)
 
         def samples() -> Iterator[dict[str, Any]]:
-            for i in tqdm(range(self.n), desc=f"write {self.split}", disable=not progress):
+            for i in progress_bar(range(self.n), enabled=progress, desc=f"write {self.split}"):
                 item = self[i]
                 gt = {"mask": item["mask"]} if kind == "masks" else {"box": item["box"]}
                 yield {

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from fcam.core.progress import progress_bar
 from fcam.data.synthetic import GENERATOR_VERSION, SyntheticWSOL
 from fcam.demo.cache import cache_dir, config_key
 from fcam.demo.config import TARGET_LAYER
@@ -165,7 +165,7 @@ def evaluate_accuracy(
     correct = 0
     try:
         loader = DataLoader(dataset, batch_size=batch_size)
-        for batch in tqdm(loader, desc="accuracy", disable=not progress, leave=False):
+        for batch in progress_bar(loader, enabled=progress, desc="accuracy", leave=False):
             logits = model(batch["image"].to(device))
             correct += int((logits.argmax(1).cpu() == batch["label"]).sum())
     finally:
@@ -188,7 +188,7 @@ def _fit(model: nn.Module, config: ClassifierConfig, device: torch.device, progr
     steps = max(1, config.epochs * len(loader))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
     model.train()
-    bar = tqdm(total=steps, desc=f"train {config.arch}", disable=not progress, unit="step")
+    bar = progress_bar(total=steps, enabled=progress, desc=f"train {config.arch}", unit="step")
     for epoch in range(config.epochs):
         running, seen = 0.0, 0
         for batch in loader:

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from fcam import __version__
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.io import atomic_write_text
+from fcam.core.progress import progress_bar
 from fcam.data.synthetic import SyntheticWSOL
 from fcam.demo.cache import cache_dir
 from fcam.demo.classifier import (
@@ -153,10 +153,10 @@ def _make_data(config: DemoConfig) -> tuple[SyntheticWSOL, SyntheticWSOL]:
     test = SyntheticWSOL(config.n_test, size=config.image_size, seed=config.seed, split="test")
     logger.info("data: %s / %s", train, test)
     for dataset, count in ((train, min(config.fcam_train, config.n_train)), (test, config.n_test)):
-        for i in tqdm(
+        for i in progress_bar(
             range(count),
+            enabled=config.progress,
             desc=f"generate {dataset.split}",
-            disable=not config.progress,
             leave=False,
             unit="img",
         ):

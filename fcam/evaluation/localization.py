@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from fcam.core import OutputFn, check_maps, check_number, frozen, model_device, model_logits
+from fcam.core.progress import progress_bar
 from fcam.metrics import BoxEvaluator, MaskEvaluator
 
 __all__ = ["LocalizationScores", "MapFn", "evaluate_localization"]
@@ -208,7 +208,7 @@ def evaluate_localization(
         device = model_device(model) if model is not None else torch.device("cpu")
     device = torch.device(device)
     evaluators = _Evaluators(cam_curve_interval)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+    for batch in progress_bar(loader, enabled=progress, desc=desc, leave=False, unit="batch"):
         images, labels = _check_batch(batch)
         images = images.to(device)
         labels = torch.as_tensor(labels).to(device)

@@ -369,7 +369,8 @@ class FCAM:
                 uninterrupted run; restores optimizer, barrier, generator and global RNG states).
                 The cosine schedule depends on ``epochs``: resuming with a larger ``epochs``
                 continues on the longer run's schedule (a partial warm restart).
-            progress: show a tqdm bar (rank 0).
+            progress: show a tqdm bar (rank 0) on a terminal or in a notebook; never when the
+                stream is redirected to a file (:func:`fcam.core.progress.progress_bar`).
             momentum, nesterov, weight_decay: SGD options (paper: 0.9, True, 1e-4).
             amp: float16 autocast for the decoder on CUDA.
             on_epoch_start: called with the 0-based epoch index before each epoch (e.g.

@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
+from fcam.core.progress import progress_bar
 from fcam.core.state import frozen, model_dtype
 from fcam.core.validation import check_int, check_number
 from fcam.explainer.batches import parse_batch, raw_rgb
@@ -282,7 +282,7 @@ class Trainer:
         tic = time.perf_counter()
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         desc = f"F-CAM {epoch + 1}/{self.options.epochs}"
-        bar = tqdm(loader, total=total, disable=not self.show, desc=desc, leave=False)
+        bar = progress_bar(loader, enabled=self.show, total=total, desc=desc, leave=False)
         for batch in bar:
             loss, parts, n, (share, cam_share) = self._step(batch, epoch, steps)
             shares.append(share)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from fcam.core.hooks import capture_features
+from fcam.core.progress import progress_bar
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.validation import check_int, check_number
 from fcam.explainer import FCAM
@@ -175,7 +175,7 @@ def fsl_baseline(
     if finetune_encoder:
         groups.append({"params": [p for p in encoder.parameters()], "lr": lr / 10})
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    bar = tqdm(total=epochs * len(loader), desc="fsl baseline", disable=not progress, unit="step")
+    bar = progress_bar(total=epochs * len(loader), enabled=progress, desc="fsl baseline", unit="step")
     with frozen(encoder, requires_grad=finetune_encoder):
         fc.decoder.train()
         for _ in range(epochs):

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from fcam.core.layers import first_conv_channels, model_logits
+from fcam.core.progress import progress_bar
 from fcam.core.validation import check_int, check_number
 from fcam.explainer.batches import parse_batch
 from fcam.wsol.acol import acol_loss
@@ -226,7 +226,7 @@ def train(
     history: list[dict[str, float]] = []
     steps_done = 0
     total = None if not hasattr(loader, "__len__") else epochs * len(loader)  # type: ignore[arg-type]
-    bar = tqdm(total=total, desc=f"wsol {key}", disable=not progress, unit="step")
+    bar = progress_bar(total=total, enabled=progress, desc=f"wsol {key}", unit="step")
     model.train()
     _set_adl_generator(model, generator)
     try:
