@@ -70,6 +70,7 @@ class SeedOptions:
     fg_erode_k: int = 11
     fg_erode_iter: int = 1
     bg_outside_roi: bool = True
+    fg_peak_component: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sl_max", "sl_min", "sl_ksz", "fg_erode_k"):
@@ -77,6 +78,7 @@ class SeedOptions:
         object.__setattr__(self, "fg_erode_iter", check_int(self.fg_erode_iter, "fg_erode_iter", 0))
         object.__setattr__(self, "sl_min_p", check_number(self.sl_min_p, "sl_min_p", positive=True, maximum=1.0))
         check_bool(self.bg_outside_roi, "bg_outside_roi")
+        check_bool(self.fg_peak_component, "fg_peak_component")
 
 
 @dataclass(frozen=True)
