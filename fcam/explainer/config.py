@@ -61,6 +61,8 @@ class SeedOptions:
         fg_erode_iter: erosion iterations.
         bg_outside_roi: background seeds only outside the CAM's Otsu region, so an object
             covering more than ``1 - sl_min_p`` of the image gets no background seed on it.
+        fg_peak_component: foreground seeds only from the connected part of the CAM's Otsu
+            region that holds its maximum (secondary peaks stay unlabelled).
     """
 
     sl_max: int = 10
