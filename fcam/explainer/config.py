@@ -61,8 +61,6 @@ class SeedOptions:
         fg_erode_iter: erosion iterations.
         bg_outside_roi: background seeds only outside the CAM's Otsu region, so an object
             covering more than ``1 - sl_min_p`` of the image gets no background seed on it.
-        fg_peak_component: foreground seeds only from the connected part of the CAM's Otsu
-            region that holds its maximum (secondary peaks stay unlabelled).
     """
 
     sl_max: int = 10
@@ -72,7 +70,6 @@ class SeedOptions:
     fg_erode_k: int = 11
     fg_erode_iter: int = 1
     bg_outside_roi: bool = True
-    fg_peak_component: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sl_max", "sl_min", "sl_ksz", "fg_erode_k"):
@@ -80,7 +77,6 @@ class SeedOptions:
         object.__setattr__(self, "fg_erode_iter", check_int(self.fg_erode_iter, "fg_erode_iter", 0))
         object.__setattr__(self, "sl_min_p", check_number(self.sl_min_p, "sl_min_p", positive=True, maximum=1.0))
         check_bool(self.bg_outside_roi, "bg_outside_roi")
-        check_bool(self.fg_peak_component, "fg_peak_component")
 
 
 @dataclass(frozen=True)

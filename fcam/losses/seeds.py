@@ -97,25 +97,6 @@ def _erode(mask: Tensor, k: int, iterations: int) -> Tensor:
     return mask
 
 
-def _peak_component(roi: Tensor, flat_cams: Tensor) -> Tensor:
-    """The 8-connected component of each (H, W) ``roi`` that holds the CAM's maximum.
-
-    Geodesic reconstruction: grow the peak pixel by 3 x 3 dilations inside ``roi`` until it
-    stops changing (at most the component's geodesic diameter, checked every 8 steps).
-    Images whose peak lies outside ``roi`` (a constant CAM) keep an empty component.
-    """
-    batch, height, width = roi.shape
-    peak = torch.zeros_like(flat_cams, dtype=torch.bool)
-    peak.scatter_(1, flat_cams.argmax(1, keepdim=True), True)
-    grown = peak.view(batch, height, width) & roi
-    for step in range(height * width):
-        nxt = _square_pool(grown, 3) & roi
-        if step % 8 == 7 and torch.equal(nxt, grown):
-            break
-        grown = nxt
-    return grown
-
-
 def _draw(candidates: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
     """Mark up to ``n`` pixels per row drawn uniformly without replacement from ``candidates``.
 
@@ -146,7 +127,6 @@ def sample_seeds(
     ignore_index: int = -255,
     generator: torch.Generator | None = None,
     bg_outside_roi: bool = False,
-    fg_peak_component: bool = False,
 ) -> Tensor:
     """Sample foreground/background seed pixels from full-resolution CAMs.
 
@@ -162,9 +142,6 @@ def sample_seeds(
         generator: optional generator on the CAMs' device, for reproducible draws.
         bg_outside_roi: draw background seeds only outside the Otsu region (before erosion),
             so that no pixel is a candidate for both labels.
-        fg_peak_component: draw foreground seeds only from the connected part of the Otsu
-            region that holds the CAM's maximum, not from secondary peaks (e.g. a look-alike
-            distractor); the other parts stay unlabelled.
 
     Returns:
         Long tensor (B, H, W): 1 = foreground seed, 0 = background seed, ``ignore_index`` else.
@@ -189,7 +166,6 @@ def sample_seeds(
     fg_erode_iter = check_int(fg_erode_iter, "fg_erode_iter", 0)
     sl_min_p = check_number(sl_min_p, "sl_min_p", non_negative=True, maximum=1.0)
     check_bool(bg_outside_roi, "bg_outside_roi")
-    check_bool(fg_peak_component, "fg_peak_component")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) \
             or ignore_index in (0, 1):
         raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")
@@ -202,7 +178,7 @@ def sample_seeds(
 
     threshold = otsu_threshold(levels).clamp(1, 254)
     roi = (levels > threshold[:, None]).view(batch, height, width)
-    region = _erode(_peak_component(roi, flat) if fg_peak_component else roi, fg_erode_k, fg_erode_iter)
+    region = _erode(roi, fg_erode_k, fg_erode_iter)
     foreground = _square_pool(_draw(region, sl_max, generator), sl_ksz)
 
     n_low = int(sl_min_p * height * width)

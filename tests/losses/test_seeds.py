@@ -215,46 +215,6 @@ def test_bg_outside_roi_keeps_background_seeds_off_a_large_object():
         sample_seeds(small, bg_outside_roi=1)
 
 
-def test_fg_peak_component_matches_cv2_connected_components():
-    import cv2
-
-    from fcam.losses.seeds import _peak_component
-
-    for seed in range(20):
-        cams = _random_cams(3, 40, 56, seed) ** 2
-        roi = cams > 0.2
-        comp = _peak_component(roi, cams.flatten(1))
-        for i in range(3):
-            _, labels = cv2.connectedComponents(roi[i].numpy().astype(np.uint8), connectivity=8)
-            peak = np.unravel_index(int(cams[i].argmax()), roi[i].shape)
-            expected = labels == labels[peak]
-            assert np.array_equal(comp[i].numpy(), expected), (seed, i)
-
-
-def test_fg_peak_component_follows_a_long_snake_and_skips_a_distractor():
-    # A 1-pixel-wide serpentine region (geodesic length ~ 150 px: many more growth steps than
-    # the 8-step convergence check) holding the peak, and a separate square look-alike.
-    cam = torch.full((1, 24, 24), 0.05)
-    for row in range(0, 13, 4):
-        cam[0, row, 0:12] = 0.6
-    for row, col in ((1, 11), (2, 11), (3, 11), (5, 0), (6, 0), (7, 0), (9, 11), (10, 11), (11, 11)):
-        cam[0, row, col] = 0.6
-    cam[0, 12, 0] = 1.0                       # the peak, at the far end of the snake
-    cam[0, 17:23, 15:21] = 0.9                # the distractor
-    snake = (cam[0] == 0.6) | (cam[0] == 1.0)
-    n = 200
-    kwargs = {"sl_max": 3, "sl_min": 0, "sl_ksz": 1, "fg_erode_k": 1}
-    seeds = sample_seeds(cam.expand(n, -1, -1), generator=torch.Generator().manual_seed(0),
-                         fg_peak_component=True, **kwargs)
-    fg = (seeds == 1).any(0)
-    assert fg.any() and not (fg & ~snake).any()
-    assert fg[0, 0] or fg[4, 5] or fg[8, 5]   # reached far from the peak along the snake
-    plain = sample_seeds(cam.expand(n, -1, -1), generator=torch.Generator().manual_seed(0), **kwargs)
-    assert ((plain == 1).any(0) & ~snake).any()   # the published rule seeds the distractor too
-    with pytest.raises(TypeError, match="fg_peak_component"):
-        sample_seeds(cam, fg_peak_component="yes")
-
-
 # --- SeedLoss -------------------------------------------------------------------------------
 
 def _seeds(batch, h, w, seed=0):
