@@ -384,9 +384,9 @@ class FCAM:
                 :func:`fcam.explainer.trainer.epoch_lr`) or ``"constant"`` (the published run).
 
         Returns:
-            The history: one dict per epoch with the mean loss parts, ``t``, timing, the
-            foreground share of the maps (``fg_share``, ``fg_share_std``) and of the seed CAM
-            (``cam_fg_share``), and with ``val_loader`` ``val_pxap`` / ``val_avg_drop``. A
+            The history: one dict per epoch with the mean loss parts, ``t``, the epoch's
+            ``lr``, timing, the foreground share of the maps (``fg_share``, ``fg_share_std``)
+            and of the seed CAM (``cam_fg_share``), and with ``val_loader`` ``val_pxap`` / ``val_avg_drop``. A
             logged warning fires when the maps collapse to one label or grow far past the
             seed CAM's foreground at the last epoch or for 3 epochs in a row
             (:func:`~fcam.explainer.selection.collapse_alert`; early epochs that recover are
