@@ -285,8 +285,8 @@ def test_lr_schedule_choices_are_fits(capsys: pytest.CaptureFixture[str], tmp_pa
     from fcam.explainer.trainer import LR_SCHEDULES
 
     assert CLI_LR_SCHEDULES == LR_SCHEDULES
-    code, _, err = _run(capsys, "fit", "--data-root", str(tmp_path), "--out", str(tmp_path / "f.pt"),
-                        "--lr-schedule", "step")
+    code, _, err = _run(capsys, "fit", "--data-root", str(tmp_path),
+                        "--out", str(tmp_path / "f.pt"), "--lr-schedule", "step")
     _assert_one_line_error(code, err, "--lr-schedule", "step")
 
 

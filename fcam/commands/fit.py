@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="default 10")
     p.add_argument(
         "--lr", type=positive_float, default=None,
-        help="SGD learning rate, of the first epoch with the cosine schedule (default: fit's, 0.03)",
+        help="SGD learning rate (the first epoch's with the cosine schedule; default: fit's, 0.03)",
     )
     p.add_argument(
         "--lr-schedule", choices=CLI_LR_SCHEDULES, default=None,

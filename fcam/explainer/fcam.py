@@ -354,7 +354,7 @@ class FCAM:
         select_by: str | None = "pxap",
         lr_schedule: str = DEFAULT_LR_SCHEDULE,
     ) -> list[dict[str, float]]:
-        """Train the decoder on the frozen classifier (SGD as published, with a cosine-annealed rate).
+        """Train the decoder on the frozen classifier (SGD; a cosine-annealed rate by default).
 
         Args:
             loader: iterable of batches: image tensors, ``(images, labels, ...)`` tuples, or
@@ -386,9 +386,9 @@ class FCAM:
         Returns:
             The history: one dict per epoch with the mean loss parts, ``t``, the epoch's
             ``lr``, timing, the foreground share of the maps (``fg_share``, ``fg_share_std``)
-            and of the seed CAM (``cam_fg_share``), and with ``val_loader`` ``val_pxap`` / ``val_avg_drop``. A
-            logged warning fires when the maps collapse to one label or grow far past the
-            seed CAM's foreground at the last epoch or for 3 epochs in a row
+            and of the seed CAM (``cam_fg_share``), and with ``val_loader`` ``val_pxap`` /
+            ``val_avg_drop``. A logged warning fires when the maps collapse to one label or
+            grow far past the seed CAM's foreground at the last epoch or for 3 epochs in a row
             (:func:`~fcam.explainer.selection.collapse_alert`; early epochs that recover are
             logged at INFO level).
 

@@ -37,7 +37,10 @@ from fcam.losses import sample_seeds
 if TYPE_CHECKING:
     from fcam.explainer.fcam import FCAM
 
-__all__ = ["DEFAULT_LR", "DEFAULT_LR_SCHEDULE", "LR_SCHEDULES", "TrainOptions", "Trainer", "epoch_lr", "rng_state", "set_rng_state"]
+__all__ = [
+    "DEFAULT_LR", "DEFAULT_LR_SCHEDULE", "LR_SCHEDULES", "TrainOptions", "Trainer", "epoch_lr",
+    "rng_state", "set_rng_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,8 @@ class TrainOptions:
             scored after every epoch.
         select_by: ``"pxap"`` keeps the decoder of the epoch with the best validation PxAP
             (``val_loader`` must then carry masks); ``None`` only reports the scores.
-        lr_schedule: ``"cosine"`` (default) or ``"constant"`` (the published run): epoch :math:`e` of
+        lr_schedule: ``"cosine"`` (default) or ``"constant"`` (the published run): epoch
+            :math:`e` of
             :math:`E` trains at :math:`lr \cdot \tfrac12 (1 + \cos(\pi e / E))`
             (:func:`epoch_lr`).
     """

@@ -175,7 +175,9 @@ def fsl_baseline(
     if finetune_encoder:
         groups.append({"params": [p for p in encoder.parameters()], "lr": lr / 10})
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    bar = progress_bar(total=epochs * len(loader), enabled=progress, desc="fsl baseline", unit="step")
+    bar = progress_bar(
+        total=epochs * len(loader), enabled=progress, desc="fsl baseline", unit="step"
+    )
     with frozen(encoder, requires_grad=finetune_encoder):
         fc.decoder.train()
         for _ in range(epochs):

@@ -26,7 +26,8 @@ def tiny() -> nn.Sequential:
 
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(4, 3, SIZE, SIZE, generator=g), torch.tensor([0, 1, 2, 0])) for _ in range(2)]
+    labels = torch.tensor([0, 1, 2, 0])
+    return [(torch.randn(4, 3, SIZE, SIZE, generator=g), labels) for _ in range(2)]
 
 
 def make() -> FCAM:
