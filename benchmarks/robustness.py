@@ -177,16 +177,18 @@ def evaluate(fc: FCAM, test: SyntheticDomainWSOL, device: torch.device,
 
 def run_domain(domain: Domain, options: dict[str, Any], n_train: int, epochs: int, n_test: int,
                select: bool, device: torch.device, picture: Path | None = None,
-               fit_options: dict[str, Any] | None = None) -> dict[str, Any]:
+               fit_options: dict[str, Any] | None = None, distinct: int | None = None) -> dict[str, Any]:
     model, acc = classifier(domain, device)
     test = domain.data(n_test, "test")
     train = domain.data(n_train, "train")
+    # --distinct K: the first K training images repeated to fill n_train (few images per class).
+    indices = [i % (distinct or n_train) for i in range(n_train)]
     row: dict[str, Any] = {"domain": domain.name, "tuned": domain.tuned, "acc": acc,
                            "cam": f"{domain.cam_side}x{domain.cam_side}"}
     runs = [("default", None)] + ([("select", _val_loader(domain, 10))] if select else [])
     for tag, val in runs:
         torch.manual_seed(0)
-        loader = DataLoader(Subset(train, range(n_train)), batch_size=16, shuffle=True, drop_last=True)
+        loader = DataLoader(Subset(train, indices), batch_size=16, shuffle=True, drop_last=True)
         fc = FCAM(model, "features", **options)
         tic = time.time()
         hist = fc.fit(loader, epochs=epochs, device=device, progress=False, val_loader=val,
@@ -228,6 +230,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--n-train", type=int, default=192)
     parser.add_argument("--epochs", type=int, default=10, help="F-CAM epochs (default: fit's own, 10)")
     parser.add_argument("--n-test", type=int, default=60)
+    parser.add_argument("--distinct", type=int, default=None,
+                        help="repeat the first K training images to fill --n-train (few images per class)")
     parser.add_argument("--no-select", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             args.pictures.mkdir(parents=True, exist_ok=True)
             pic = args.pictures / f"{name}.png"
         row = run_domain(domain, options, args.n_train, args.epochs, args.n_test,
-                         not args.no_select, device, pic, json.loads(args.fit_options))
+                         not args.no_select, device, pic, json.loads(args.fit_options), args.distinct)
         rows.append(row)
         print("ROW", json.dumps(row), flush=True)
     print()
