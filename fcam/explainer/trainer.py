@@ -252,10 +252,10 @@ class Trainer:
             raise
         logger.info(
             "epoch %d/%d: loss %.4f (seed %.4f, crf %.4f, size %.4f), foreground %.1f%% "
-            "(seed CAM %.1f%%), %d images, %.1fs",
+            "(seed CAM %.1f%%), %d images, lr %.3g, %.1fs",
             epoch + 1, self.options.epochs, stats["loss"], stats["seed"], stats["crf"],
             stats["size"], 100 * stats["fg_share"], 100 * stats["cam_fg_share"],
-            stats["images"], stats["seconds"],
+            stats["images"], stats["lr"], stats["seconds"],
         )
         return stats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_epoch_lr_golden_values() -> None:
         epoch_lr(0.1, 0, 4, "step")
 
 
-def test_fit_trains_each_epoch_at_its_scheduled_rate() -> None:
+def test_fit_trains_each_epoch_at_its_scheduled_rate(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[float] = []
     fc = make()
     # on_epoch_start runs before the rate is set, so read it from the optimiser in the step.
@@ -55,12 +56,15 @@ def test_fit_trains_each_epoch_at_its_scheduled_rate() -> None:
 
     torch.optim.SGD.step = spy  # type: ignore[method-assign]
     try:
-        history = fc.fit(batches(), epochs=3, lr=0.04, progress=False, lr_schedule="cosine")
+        with caplog.at_level(logging.INFO, logger="fcam.explainer.trainer"):
+            history = fc.fit(batches(), epochs=3, lr=0.04, progress=False, lr_schedule="cosine")
     finally:
         torch.optim.SGD.step = original  # type: ignore[method-assign]
     rates = [0.04, 0.04 * 0.75, 0.04 * 0.25]  # (1 + cos(pi e / 3)) / 2 = 1, 3/4, 1/4
     assert [h["lr"] for h in history] == pytest.approx(rates)
     assert seen == pytest.approx([r for r in rates for _ in range(2)])  # two steps per epoch
+    epoch_lines = [r.getMessage() for r in caplog.records if "images, lr " in r.getMessage()]
+    assert [line.split("lr ")[1].split(",")[0] for line in epoch_lines] == ["0.04", "0.03", "0.01"]
 
 
 def test_cosine_equals_constant_in_the_first_epoch_only() -> None:
