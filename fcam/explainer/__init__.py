@@ -7,11 +7,12 @@ log-barrier size term (:mod:`fcam.losses`). The decoder's head has a zero-initia
 per class (``class_head``, :class:`fcam.upscalers.ClassConditionalHead`), trained on that class's
 images, so objects of other classes can stay background. At inference the map is the decoder's
 softmax foreground probability :math:`p_{fg}` for the explained class at full input resolution,
-weighted by the seed CAM of that class: :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}` with ``cam_exponent`` :math:`\gamma`
-(default :data:`DEFAULT_CAM_EXPONENT`, 0.25). The decoder marks a look-alike distractor as
-confidently as the object; the CAM's ranking tells them apart. ``cam_exponent=0`` gives the
-decoder's map from one classifier forward plus the decoder (no backward, no CAM extractor; with
-``class_head=False`` the published, class-agnostic F-CAM map); with :math:`\gamma > 0` the seed CAM costs a backward through the layers after
+weighted by the seed CAM of that class: :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}` with
+``cam_exponent`` :math:`\gamma` (default :data:`DEFAULT_CAM_EXPONENT`, 0.25). The decoder marks
+a look-alike distractor as confidently as the object; the CAM's ranking tells them apart.
+``cam_exponent=0`` gives the decoder's map from one classifier forward plus the decoder (no
+backward, no CAM extractor; with ``class_head=False`` the published, class-agnostic F-CAM map);
+with :math:`\gamma > 0` the seed CAM costs a backward through the layers after
 ``target_layer`` (gradient CAMs).
 
 Example:

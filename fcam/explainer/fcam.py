@@ -224,14 +224,12 @@ class FCAM:
         with_features = getattr(self.cam_fn, "with_features_and_targets", None)
         if callable(with_features):
             raw, feats, classes = with_features(images, targets, self.pyramid.names)
-            feats = dict(feats)
-            feats[_CLASSES] = classes.to(images.device)
+            feats = {**feats, _IMAGES: images.detach(), _CLASSES: classes.to(images.device)}
         else:
             raw = self.cam_fn(images, targets)
-            feats = dict(self.features(images, targets))
+            feats = self.features(images, targets)  # a fresh dict, with the images and classes
         raw = check_maps(torch.as_tensor(raw, device=images.device), images.shape[0], "cam output")
         raw = torch.nan_to_num(raw.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        feats[_IMAGES] = images.detach()
         return cam_to_size(raw, tuple(images.shape[-2:])), feats
 
     def decode(self, decoder: nn.Module, feats: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:

@@ -90,8 +90,7 @@ class TrainOptions:
         select_by: ``"pxap"`` keeps the decoder of the epoch with the best validation PxAP
             (``val_loader`` must then carry masks); ``None`` only reports the scores.
         lr_schedule: ``"cosine"`` (default) or ``"constant"`` (the published run): epoch
-            :math:`e` of
-            :math:`E` trains at :math:`lr \cdot \tfrac12 (1 + \cos(\pi e / E))`
+            :math:`e` of :math:`E` trains at :math:`lr \cdot \tfrac12 (1 + \cos(\pi e / E))`
             (:func:`epoch_lr`).
     """
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from fcam.core.hooks import capture_features
 from fcam.core.layers import PROBE_SIZE
+from fcam.core.validation import check_int
 from fcam.upscalers.class_head import ClassConditionalHead
 from fcam.upscalers.dpt import DPTDecoder, Reassemble
 from fcam.upscalers.lite_unet import (
@@ -112,8 +113,7 @@ def build_upscaler(
     built = decoder_name(name, pyramid)
     if built != name:
         logger.info("upscaler %r: single-grid token model, using the %r decoder", name, built)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+    check_int(num_classes, "num_classes", minimum=0)
     decoder = _UPSCALERS[built](pyramid, widths=widths)  # type: ignore[call-arg]
     if num_classes:
         # The head checks at run time that it wraps a Conv2d.

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcam.core.validation import check_int
+
 __all__ = ["ClassConditionalHead", "apply_head"]
 
 
@@ -47,10 +49,8 @@ class ClassConditionalHead(nn.Module):
         super().__init__()
         if not isinstance(shared, nn.Conv2d) or shared.groups != 1:
             raise TypeError(f"shared must be an ungrouped nn.Conv2d, got {shared!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.shared = shared
-        self.num_classes = num_classes
+        self.num_classes = check_int(num_classes, "num_classes")
         ref = shared.weight
         self.weight = nn.Parameter(torch.zeros(num_classes, *ref.shape, dtype=ref.dtype, device=ref.device))
         self.bias = nn.Parameter(torch.zeros(num_classes, ref.shape[0], dtype=ref.dtype, device=ref.device))
