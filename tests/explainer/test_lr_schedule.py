@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from explainer_toy import SIZE, tiny
 
 from fcam import FCAM
 from fcam.explainer.trainer import epoch_lr
-
-SIZE = 32
-
-
-def tiny() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
-    ).eval()  # fmt: skip
 
 
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -32,7 +21,7 @@ def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def make() -> FCAM:
-    return FCAM(tiny(), "2", cam="gradcam", widths=(8, 4), sigma_rgb=60.0)
+    return FCAM(tiny(), "4", cam="gradcam", widths=(8, 4), sigma_rgb=60.0)
 
 
 def test_epoch_lr_golden_values() -> None:
