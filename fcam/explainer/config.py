@@ -61,6 +61,9 @@ class SeedOptions:
         fg_erode_iter: erosion iterations.
         bg_outside_roi: background seeds only outside the CAM's Otsu region, so an object
             covering more than ``1 - sl_min_p`` of the image gets no background seed on it.
+        colour_bins: when positive, seed candidates must agree with the image's colours
+            (levels per channel of the per-image colour histograms of the CAM's region and of
+            the background candidates); 0 = the CAM alone decides.
     """
 
     sl_max: int = 10
@@ -70,6 +73,7 @@ class SeedOptions:
     fg_erode_k: int = 11
     fg_erode_iter: int = 1
     bg_outside_roi: bool = True
+    colour_bins: int = 0
 
     def __post_init__(self) -> None:
         for name in ("sl_max", "sl_min", "sl_ksz", "fg_erode_k"):
@@ -77,6 +81,9 @@ class SeedOptions:
         object.__setattr__(self, "fg_erode_iter", check_int(self.fg_erode_iter, "fg_erode_iter", 0))
         object.__setattr__(self, "sl_min_p", check_number(self.sl_min_p, "sl_min_p", positive=True, maximum=1.0))
         check_bool(self.bg_outside_roi, "bg_outside_roi")
+        object.__setattr__(self, "colour_bins", check_int(self.colour_bins, "colour_bins", 0))
+        if self.colour_bins > 64:
+            raise ValueError(f"colour_bins must be at most 64, got {self.colour_bins}")
 
 
 @dataclass(frozen=True)
@@ -243,5 +250,9 @@ class FCAMConfig:
         if unknown:
             raise ValueError(f"checkpoint config has unknown keys {unknown}; upgrade fcam to read it")
         # A checkpoint written before `cam_exponent` / `class_head` existed explained with the
-        # class-agnostic decoder alone.
+        # class-agnostic decoder alone, and one written before `colour_bins` was trained (and
+        # resumes) with seeds from the CAM alone.
+        data = dict(data)
+        if isinstance(data.get("seeds"), Mapping):
+            data["seeds"] = {"colour_bins": 0, **data["seeds"]}
         return cls(**{"cam_exponent": 0.0, "class_head": False, **data})

@@ -319,8 +319,8 @@ class Trainer:
         images = parsed.images.to(self.device, model_dtype(fc.model))
         labels = None if parsed.labels is None else parsed.labels.to(self.device)
         cam, feats = fc.cam_and_features(images, labels)
-        seeds = sample_seeds(cam, generator=self.gen, **vars(cfg.seeds))
         rgb = raw_rgb(images, parsed.raw, cfg.mean, cfg.std)
+        seeds = sample_seeds(cam, generator=self.gen, images=rgb, **vars(cfg.seeds))
         size = (int(images.shape[-2]), int(images.shape[-1]))
         with torch.autocast(self.device.type, enabled=self.options.amp):
             logits = fc.decode(self.decoder, feats, size)

@@ -18,6 +18,15 @@ larger share does whenever the CAM's region covers more than ``1 - sl_min_p`` of
 object filling the frame): the same pixels are then candidates for both labels and the
 background seeds land on the object.
 
+With ``images`` and ``colour_bins > 0`` (an fcam option) the candidates must also agree with
+the image's colours: two colour histograms (``colour_bins`` levels per RGB channel) are built
+per image, one over the Otsu region and one over the background candidates, and a pixel stays a
+foreground candidate only where its colour is more frequent in the Otsu region than among the
+background candidates (and the reverse for the background). The Otsu region of a coarse CAM is a
+blob larger than the object, so without this the foreground seeds also land on the background
+around the object, and seeds and CRF then disagree on those pixels. An image whose filtered
+candidates would be empty keeps the unfiltered ones.
+
 Everything runs batched on the CAM's device; the only randomness is a ``torch.rand`` call that
 takes an optional :class:`torch.Generator`.
 """
@@ -115,6 +124,36 @@ def _draw(candidates: Tensor, n: int, generator: torch.Generator | None) -> Tens
     return picked.view_as(candidates)
 
 
+def _colour_indices(images: Tensor, bins: int) -> Tensor:
+    """(B, C, H, W) colours in [0, 255] -> (B, H*W) long index of each pixel's colour bin."""
+    levels = (images.detach().flatten(2).clamp(0, 255) * (bins / 256.0)).long().clamp_(max=bins - 1)
+    index = levels[:, 0]
+    for channel in range(1, levels.shape[1]):
+        index = index * bins + levels[:, channel]
+    return index
+
+
+def _colour_agreement(colours: Tensor, n_bins: int, inside: Tensor, outside: Tensor) -> Tensor:
+    """Per pixel: is its colour more frequent (share of the region) in ``inside`` than in
+    ``outside``? ``colours`` (B, N) bin indices < ``n_bins``, ``inside``/``outside`` (B, N) bool."""
+    batch = colours.shape[0]
+
+    def share(region: Tensor) -> Tensor:
+        counts = torch.zeros(batch, n_bins, dtype=torch.float32, device=colours.device)
+        counts.scatter_add_(1, colours, region.float())
+        # One pseudo-count per bin: an empty region gives a flat histogram, not 0/0.
+        return (counts + 1.0) / (counts.sum(1, keepdim=True) + n_bins)
+
+    ratio = share(inside) / share(outside)
+    return ratio.gather(1, colours) > 1.0
+
+
+def _agreeing(candidates: Tensor, agree: Tensor) -> Tensor:
+    """``candidates & agree``, except for images where that leaves no candidate."""
+    kept = candidates & agree
+    return torch.where(kept.flatten(1).any(1)[:, None, None], kept, candidates)
+
+
 def sample_seeds(
     cams: Tensor,
     *,
@@ -127,6 +166,8 @@ def sample_seeds(
     ignore_index: int = -255,
     generator: torch.Generator | None = None,
     bg_outside_roi: bool = False,
+    images: Tensor | None = None,
+    colour_bins: int = 0,
 ) -> Tensor:
     """Sample foreground/background seed pixels from full-resolution CAMs.
 
@@ -142,6 +183,10 @@ def sample_seeds(
         generator: optional generator on the CAMs' device, for reproducible draws.
         bg_outside_roi: draw background seeds only outside the Otsu region (before erosion),
             so that no pixel is a candidate for both labels.
+        images: (B, 3, H, W) RGB (or (B, 1, H, W) grey) images in [0, 255] aligned with
+            ``cams``; needed when ``colour_bins > 0``.
+        colour_bins: levels per colour channel of the colour histograms that filter the
+            candidates (module docstring); 0 disables the filter.
 
     Returns:
         Long tensor (B, H, W): 1 = foreground seed, 0 = background seed, ``ignore_index`` else.
@@ -166,6 +211,17 @@ def sample_seeds(
     fg_erode_iter = check_int(fg_erode_iter, "fg_erode_iter", 0)
     sl_min_p = check_number(sl_min_p, "sl_min_p", non_negative=True, maximum=1.0)
     check_bool(bg_outside_roi, "bg_outside_roi")
+    colour_bins = check_int(colour_bins, "colour_bins", 0)
+    if colour_bins > 0:
+        if images is None:
+            raise ValueError("images are required when colour_bins > 0")
+        images = check_float_tensor(images, "images", 4)
+        if images.shape[0] != cams.shape[0] or images.shape[1] not in (1, 3) \
+                or images.shape[2:] != cams.shape[1:]:
+            raise ValueError(f"images must be (B, 3, H, W) or (B, 1, H, W) with B, H, W = "
+                             f"{tuple(cams.shape)} matching cams, got {tuple(images.shape)}")
+        if colour_bins > 64:
+            raise ValueError(f"colour_bins must be at most 64, got {colour_bins}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) \
             or ignore_index in (0, 1):
         raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")
@@ -179,7 +235,6 @@ def sample_seeds(
     threshold = otsu_threshold(levels).clamp(1, 254)
     roi = (levels > threshold[:, None]).view(batch, height, width)
     region = _erode(roi, fg_erode_k, fg_erode_iter)
-    foreground = _square_pool(_draw(region, sl_max, generator), sl_ksz)
 
     n_low = int(sl_min_p * height * width)
     low = torch.zeros_like(flat, dtype=torch.bool)
@@ -194,6 +249,15 @@ def sample_seeds(
     low = low.view(batch, height, width)
     if bg_outside_roi:
         low = low & ~roi
+    if colour_bins > 0:
+        assert images is not None
+        colours = _colour_indices(images, colour_bins)
+        n_bins = colour_bins ** images.shape[1]
+        inside, outside = roi.flatten(1), low.flatten(1)
+        fg_colour = _colour_agreement(colours, n_bins, inside, outside).view_as(roi)
+        bg_colour = _colour_agreement(colours, n_bins, outside, inside).view_as(roi)
+        region, low = _agreeing(region, fg_colour), _agreeing(low, bg_colour)
+    foreground = _square_pool(_draw(region, sl_max, generator), sl_ksz)
     background = _square_pool(_draw(low, sl_min, generator), sl_ksz)
 
     keep = informative[:, None, None]

@@ -62,13 +62,13 @@ def test_every_config_field_is_a_constructor_option_and_round_trips(tmp_path: Pa
         seed_weight=0.5, init_t=2.0, max_t=5.0, mulcoef=1.05, sl_max=2, sl_min=3, sl_ksz=5,
         sl_min_p=0.2, fg_erode_k=7, fg_erode_iter=0, mean=(0.4, 0.4, 0.4), std=(0.2, 0.3, 0.4),
         seed=7, widths=(6, 4), input_size=(32, 32), crf_normalize=None, size_min_share=0.05,
-        cam_exponent=0.5, class_head=False, bg_outside_roi=False,
+        cam_exponent=0.5, class_head=False, bg_outside_roi=False, colour_bins=4,
     )  # fmt: skip
     hidden = {"seeds", "cam_ref", "output_fn_ref", "target_layer", "cam", "upscaler", "skips"}
     assert set(FCAMConfig.option_names()) - hidden == set(options)
     model = tiny()
     fc = fitted(model, cam="gradcam", **options)
-    assert fc.config.seeds == SeedOptions(2, 3, 5, 0.2, 7, 0, False)
+    assert fc.config.seeds == SeedOptions(2, 3, 5, 0.2, 7, 0, False, 4)
     fc.save(tmp_path / "fc.pt")
     loaded = FCAM.load(tmp_path / "fc.pt", model)
     assert loaded.config == fc.config
@@ -116,6 +116,9 @@ def test_unknown_and_bad_options_are_refused() -> None:
         FCAMConfig(crf_scale=1.5)
     with pytest.raises(ValueError, match="unknown keys"):
         FCAMConfig.from_dict({"future_option": 1})
+    for bad in (-1, 65, 2.0, True):
+        with pytest.raises(ValueError, match="colour_bins"):
+            FCAM(tiny(), "3", colour_bins=bad)
     # The constructor's signature carries no option list of its own that could drift.
     params = inspect.signature(FCAM.__init__).parameters
     structural = {"skips", "upscaler", "target_layer", "cam"}
@@ -169,6 +172,14 @@ def test_version_1_checkpoints_load_and_newer_ones_are_refused(tmp_path: Path) -
     torch.save(payload, tmp_path / "cut.pt")
     with pytest.raises(ValueError, match="damaged.*'decoder'"):
         read_checkpoint(tmp_path / "cut.pt")
+
+
+def test_checkpoints_without_colour_bins_resume_with_seeds_from_the_cam_alone() -> None:
+    saved = FCAMConfig.from_options(colour_bins=8).to_dict()
+    assert saved["seeds"]["colour_bins"] == 8
+    assert FCAMConfig.from_dict(saved).seeds.colour_bins == 8
+    del saved["seeds"]["colour_bins"]  # written before the option existed
+    assert FCAMConfig.from_dict(saved).seeds.colour_bins == 0
 
 
 def test_saved_files_are_readable_by_others(tmp_path: Path) -> None:

@@ -215,6 +215,85 @@ def test_bg_outside_roi_keeps_background_seeds_off_a_large_object():
         sample_seeds(small, bg_outside_roi=1)
 
 
+def _square_on_a_blob():
+    """A CAM blob (Otsu region 8 x 8) around a 4 x 4 bright square on a dark image."""
+    cam = torch.full((1, 12, 12), 0.1)
+    cam[0, 2:10, 2:10] = 0.8
+    cam[0, 4:8, 4:8] = 1.0
+    images = torch.full((1, 3, 12, 12), 20.0)
+    images[0, :, 4:8, 4:8] = torch.tensor([230.0, 200.0, 40.0])[:, None, None]
+    square = torch.zeros(12, 12, dtype=torch.bool)
+    square[4:8, 4:8] = True
+    return cam, images, square
+
+
+def test_colour_filter_keeps_seeds_on_the_colours_of_their_region():
+    cam, images, square = _square_on_a_blob()
+    n = 200
+    kwargs = {"sl_max": 8, "sl_min": 8, "sl_ksz": 1, "fg_erode_k": 1, "sl_min_p": 0.5,
+              "bg_outside_roi": True}
+    plain = sample_seeds(cam.expand(n, -1, -1), generator=torch.Generator().manual_seed(0), **kwargs)
+    # The CAM alone puts foreground seeds on the dark ring inside its region (48 of 64 pixels).
+    assert ((plain == 1) & ~square).any()
+    filtered = sample_seeds(cam.expand(n, -1, -1), images=images.expand(n, -1, -1, -1),
+                            colour_bins=8, generator=torch.Generator().manual_seed(0), **kwargs)
+    # Dark is 48 / 64 of the region but all of the 80 background candidates: a background
+    # colour. Yellow occurs only in the region: the 16 square pixels are the only candidates.
+    assert not ((filtered == 1) & ~square).any()
+    assert torch.equal((filtered == 1).flatten(1).sum(1), torch.full((n,), 8))
+    assert torch.equal(filtered == 0, plain == 0)  # every background candidate is dark
+
+
+def test_colour_agreement_golden_shares():
+    from fcam.losses.seeds import _colour_agreement
+
+    # 4 colour bins; inside = pixels 0-3 (bins 0, 0, 0, 1), outside = pixels 4-7 (bins 1, 1, 2, 0).
+    colours = torch.tensor([[0, 0, 0, 1, 1, 1, 2, 0]])
+    inside = torch.tensor([[True] * 4 + [False] * 4])
+    # Shares with one pseudo-count per bin, (count + 1) / (4 + 4): inside bins 0..3 = 4, 2, 1, 1
+    # (/8); outside = 2, 3, 2, 1 (/8). Ratios: bin 0 -> 2, bin 1 -> 2/3, bin 2 -> 1/2.
+    agree = _colour_agreement(colours, 4, inside, ~inside)
+    assert agree.tolist() == [[True, True, True, False, False, False, False, True]]
+
+
+def test_colour_filter_off_or_uninformative_changes_nothing():
+    cams = _random_cams(4, 16, 16, seed=5)
+    images = torch.rand(4, 3, 16, 16) * 255
+    ref = sample_seeds(cams, sl_max=5, sl_min=5, generator=torch.Generator().manual_seed(1))
+    off = sample_seeds(cams, sl_max=5, sl_min=5, images=images, colour_bins=0,
+                       generator=torch.Generator().manual_seed(1))
+    assert torch.equal(ref, off)
+    # One colour everywhere: one side keeps every candidate, the other would keep none and
+    # falls back to its unfiltered candidates, so the draws are the CAM-only ones.
+    flat = torch.full((4, 1, 16, 16), 90.0)
+    same = sample_seeds(cams, sl_max=5, sl_min=5, images=flat, colour_bins=16,
+                        generator=torch.Generator().manual_seed(1))
+    assert torch.equal(ref, same)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"colour_bins": 8}, ValueError, "colour_bins"),
+    ({"colour_bins": -1, "images": torch.zeros(1, 3, 12, 12)}, ValueError, "colour_bins"),
+    ({"colour_bins": 65, "images": torch.zeros(1, 3, 12, 12)}, ValueError, "colour_bins"),
+    ({"colour_bins": 8, "images": torch.zeros(1, 3, 6, 12)}, ValueError, "images"),
+    ({"colour_bins": 8, "images": torch.zeros(2, 3, 12, 12)}, ValueError, "images"),
+    ({"colour_bins": 8, "images": torch.zeros(1, 2, 12, 12)}, ValueError, "images"),
+    ({"colour_bins": 8, "images": torch.zeros(1, 3, 12, 12, dtype=torch.long)}, TypeError, "images"),
+])
+def test_colour_filter_bad_inputs(kwargs, error, match):
+    cam, _, _ = _square_on_a_blob()
+    with pytest.raises(error, match=match):
+        sample_seeds(cam, **kwargs)
+
+
+def test_colour_filter_on_grey_images():
+    cam, images, square = _square_on_a_blob()
+    seeds = sample_seeds(cam.expand(50, -1, -1), images=images[:, :1].expand(50, -1, -1, -1),
+                         colour_bins=16, sl_max=4, sl_ksz=1, fg_erode_k=1, sl_min_p=0.5,
+                         bg_outside_roi=True, generator=torch.Generator().manual_seed(0))
+    assert (seeds == 1).any() and not ((seeds == 1) & ~square).any()
+
+
 # --- SeedLoss -------------------------------------------------------------------------------
 
 def _seeds(batch, h, w, seed=0):
