@@ -63,6 +63,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default 0")
     p.add_argument("--crf-weight", type=positive_float, metavar="W", help="F-CAM CRF weight")
+    p.add_argument(
+        "--colour-bins", type=non_negative_int, metavar="N",
+        help="levels per colour channel of the histograms seed candidates must agree with; "
+        "0: seeds from the CAM alone (default: F-CAM's)",
+    )
     add_cam_exponent_arg(p, "", " (stored in --out)")
     p.add_argument(
         "--no-class-head", action="store_true",
@@ -141,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         options["cam_exponent"] = args.cam_exponent
     if args.no_class_head:
         options["class_head"] = False
+    if args.colour_bins is not None:
+        options["colour_bins"] = args.colour_bins
     with user_input("F-CAM for this classifier"):
         fc = FCAM(model, target_layer=spec.target_layer, cam=args.cam, **options)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.stem + "-checkpoints")
