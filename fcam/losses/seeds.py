@@ -133,19 +133,17 @@ def _colour_indices(images: Tensor, bins: int) -> Tensor:
     return index
 
 
-def _colour_agreement(colours: Tensor, n_bins: int, inside: Tensor, outside: Tensor) -> Tensor:
-    """Per pixel: is its colour more frequent (share of the region) in ``inside`` than in
-    ``outside``? ``colours`` (B, N) bin indices < ``n_bins``, ``inside``/``outside`` (B, N) bool."""
-    batch = colours.shape[0]
+def _colour_ratio(colours: Tensor, n_bins: int, inside: Tensor, outside: Tensor) -> Tensor:
+    """Per pixel: the share of its colour bin in ``inside`` over its share in ``outside``.
 
-    def share(region: Tensor) -> Tensor:
-        counts = torch.zeros(batch, n_bins, dtype=torch.float32, device=colours.device)
-        counts.scatter_add_(1, colours, region.float())
-        # One pseudo-count per bin: an empty region gives a flat histogram, not 0/0.
-        return (counts + 1.0) / (counts.sum(1, keepdim=True) + n_bins)
-
-    ratio = share(inside) / share(outside)
-    return ratio.gather(1, colours) > 1.0
+    ``colours`` (B, N) bin indices < ``n_bins``, ``inside``/``outside`` (B, N) bool.
+    """
+    counts = torch.zeros(2 * colours.shape[0], n_bins, dtype=torch.float32, device=colours.device)
+    counts.scatter_add_(1, torch.cat((colours, colours)), torch.cat((inside, outside)).float())
+    # One pseudo-count per bin: an empty region gives a flat histogram, not 0/0.
+    shares = (counts + 1.0) / (counts.sum(1, keepdim=True) + n_bins)
+    inside_share, outside_share = shares.chunk(2)
+    return (inside_share / outside_share).gather(1, colours)
 
 
 def _agreeing(candidates: Tensor, agree: Tensor) -> Tensor:
@@ -253,10 +251,8 @@ def sample_seeds(
         assert images is not None
         colours = _colour_indices(images, colour_bins)
         n_bins = colour_bins ** images.shape[1]
-        inside, outside = roi.flatten(1), low.flatten(1)
-        fg_colour = _colour_agreement(colours, n_bins, inside, outside).view_as(roi)
-        bg_colour = _colour_agreement(colours, n_bins, outside, inside).view_as(roi)
-        region, low = _agreeing(region, fg_colour), _agreeing(low, bg_colour)
+        ratio = _colour_ratio(colours, n_bins, roi.flatten(1), low.flatten(1)).view_as(roi)
+        region, low = _agreeing(region, ratio > 1.0), _agreeing(low, ratio < 1.0)
     foreground = _square_pool(_draw(region, sl_max, generator), sl_ksz)
     background = _square_pool(_draw(low, sl_min, generator), sl_ksz)
 

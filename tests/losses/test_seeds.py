@@ -244,16 +244,18 @@ def test_colour_filter_keeps_seeds_on_the_colours_of_their_region():
     assert torch.equal(filtered == 0, plain == 0)  # every background candidate is dark
 
 
-def test_colour_agreement_golden_shares():
-    from fcam.losses.seeds import _colour_agreement
+def test_colour_ratio_golden_shares():
+    from fcam.losses.seeds import _colour_ratio
 
     # 4 colour bins; inside = pixels 0-3 (bins 0, 0, 0, 1), outside = pixels 4-7 (bins 1, 1, 2, 0).
-    colours = torch.tensor([[0, 0, 0, 1, 1, 1, 2, 0]])
-    inside = torch.tensor([[True] * 4 + [False] * 4])
+    colours = torch.tensor([[0, 0, 0, 1, 1, 1, 2, 0], [3, 3, 3, 3, 3, 3, 3, 3]])
+    inside = torch.tensor([[True] * 4 + [False] * 4, [True] * 2 + [False] * 6])
     # Shares with one pseudo-count per bin, (count + 1) / (4 + 4): inside bins 0..3 = 4, 2, 1, 1
     # (/8); outside = 2, 3, 2, 1 (/8). Ratios: bin 0 -> 2, bin 1 -> 2/3, bin 2 -> 1/2.
-    agree = _colour_agreement(colours, 4, inside, ~inside)
-    assert agree.tolist() == [[True, True, True, False, False, False, False, True]]
+    # Second image, one colour: (2 + 1) / (2 + 4) over (6 + 1) / (6 + 4) = 5/7.
+    ratio = _colour_ratio(colours, 4, inside, ~inside)
+    expected = torch.tensor([[2, 2, 2, 2 / 3, 2 / 3, 2 / 3, 1 / 2, 2], [5 / 7] * 8])
+    assert torch.allclose(ratio, expected)
 
 
 def test_colour_filter_off_or_uninformative_changes_nothing():
