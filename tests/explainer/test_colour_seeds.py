@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from explainer_toy import SIZE, tiny
 
 import fcam.explainer.trainer as trainer_module
 from fcam import FCAM
-from explainer_toy import SIZE, tiny
 
 
 @pytest.mark.parametrize("bins", [0, 8])
