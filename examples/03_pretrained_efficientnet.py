@@ -166,11 +166,14 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--device", default=None)
     parser.add_argument("--crops", type=int, default=None, help="augmented crops per epoch")
     parser.add_argument("--epochs", type=int, default=None, help="F-CAM epochs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the crops' order and of F-CAM")
+    parser.add_argument("--colour-bins", type=int, default=None,
+                        help="F-CAM's colour agreement of the seeds (default: F-CAM's; 0 turns it off)")
     parser.add_argument("--check", action="store_true",
                         help="assert F-CAM >= CAM box IoU on every photo and a mean IoU >= 0.6")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
 
     model = load_model().to(device)
     categories = imagenet_categories()
@@ -203,7 +206,9 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     train = AugmentedPhotos(photos, targets, length=args.crops or (8 if args.quick else 96))
     loader = DataLoader(train, batch_size=4 if args.quick else 8, shuffle=True)
     # mean/std tell F-CAM how to undo this model's normalisation (the batches also carry "raw").
-    explainer = fcam.FCAM(model, target_layer="head", cam="gradcampp", mean=MEAN, std=STD)
+    options = {} if args.colour_bins is None else {"colour_bins": args.colour_bins}
+    explainer = fcam.FCAM(model, target_layer="head", cam="gradcampp", mean=MEAN, std=STD,
+                          seed=args.seed, **options)
     explainer.fit(loader, epochs=args.epochs or (1 if args.quick else 10), device=device,  # 10: fit's default
                   progress=not args.quick)
     with torch.no_grad():

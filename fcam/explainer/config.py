@@ -15,6 +15,7 @@ from typing import Any
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.validation import check_bool, check_int, check_number
 from fcam.losses.crf import CRF_NORMALIZATIONS
+from fcam.losses.seeds import COLOUR_MODES
 
 __all__ = [
     "CRF_REFERENCE_PIXELS", "DEFAULT_CAM_EXPONENT", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig",
@@ -65,6 +66,8 @@ class SeedOptions:
         colour_bins: when positive, seed candidates must agree with the image's colours
             (levels per channel of the per-image colour histograms of the CAM's region and of
             the background candidates); 0 = the CAM alone decides.
+        colour_mode: ``"filter"`` drops the candidates whose colour disagrees, ``"weight"``
+            draws candidates in proportion to how much their colour agrees.
     """
 
     sl_max: int = 10
@@ -75,6 +78,7 @@ class SeedOptions:
     fg_erode_iter: int = 1
     bg_outside_roi: bool = True
     colour_bins: int = 4
+    colour_mode: str = "filter"
 
     def __post_init__(self) -> None:
         for name in ("sl_max", "sl_min", "sl_ksz", "fg_erode_k"):
@@ -85,6 +89,8 @@ class SeedOptions:
         object.__setattr__(self, "colour_bins", check_int(self.colour_bins, "colour_bins", 0))
         if self.colour_bins > 64:
             raise ValueError(f"colour_bins must be at most 64, got {self.colour_bins}")
+        if self.colour_mode not in COLOUR_MODES:
+            raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {self.colour_mode!r}")
 
 
 @dataclass(frozen=True)

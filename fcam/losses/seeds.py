@@ -33,6 +33,8 @@ takes an optional :class:`torch.Generator`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,7 +42,10 @@ from torch import Tensor, nn
 from fcam.core.validation import check_bool, check_int, check_number
 from fcam.losses._validation import check_float_tensor
 
-__all__ = ["SeedLoss", "otsu_threshold", "sample_seeds", "seed_loss"]
+__all__ = ["COLOUR_MODES", "SeedLoss", "otsu_threshold", "sample_seeds", "seed_loss"]
+
+#: How :func:`sample_seeds` uses the colour histograms (``colour_bins > 0``).
+COLOUR_MODES = ("filter", "weight")
 
 
 def otsu_threshold(levels: Tensor) -> Tensor:
@@ -106,21 +111,32 @@ def _erode(mask: Tensor, k: int, iterations: int) -> Tensor:
     return mask
 
 
-def _draw(candidates: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
-    """Mark up to ``n`` pixels per row drawn uniformly without replacement from ``candidates``.
+def _draw(candidates: Tensor, n: int, generator: torch.Generator | None,
+          weights: Tensor | None = None) -> Tensor:
+    """Mark up to ``n`` pixels per row drawn without replacement from ``candidates``.
 
     Random keys + top-k: the ``n`` largest i.i.d. uniform keys among the candidates form a
-    uniform sample without replacement; rows with fewer candidates take all of them.
+    uniform sample without replacement; rows with fewer candidates take all of them. With
+    positive ``weights`` the keys are ``log(u) / w`` (Efraimidis and Spirakis, 2006): a sample
+    without replacement in which each draw picks a pixel with probability proportional to its
+    weight among those left.
     """
     flat = candidates.flatten(1)
     n = min(n, flat.shape[1])
     if n == 0:
         return torch.zeros_like(candidates)
     keys = torch.rand(flat.shape, generator=generator, device=flat.device)
-    keys = torch.where(flat, keys, torch.full_like(keys, -1.0))
-    top, index = keys.topk(n, dim=1)
+    if weights is None:
+        keys = torch.where(flat, keys, torch.full_like(keys, -1.0))
+        top, index = keys.topk(n, dim=1)
+        picked_key = top >= 0
+    else:
+        keys = keys.clamp_min(1e-30).log() / weights.flatten(1)
+        keys = torch.where(flat, keys, torch.full_like(keys, -math.inf))
+        top, index = keys.topk(n, dim=1)
+        picked_key = top > -math.inf
     picked = torch.zeros_like(flat)
-    picked.scatter_(1, index, top >= 0)
+    picked.scatter_(1, index, picked_key)
     return picked.view_as(candidates)
 
 
@@ -166,6 +182,7 @@ def sample_seeds(
     bg_outside_roi: bool = False,
     images: Tensor | None = None,
     colour_bins: int = 0,
+    colour_mode: str = "filter",
 ) -> Tensor:
     """Sample foreground/background seed pixels from full-resolution CAMs.
 
@@ -185,6 +202,10 @@ def sample_seeds(
             ``cams``; needed when ``colour_bins > 0``.
         colour_bins: levels per colour channel of the colour histograms that filter the
             candidates (module docstring); 0 disables the filter.
+        colour_mode: ``"filter"`` keeps only the candidates whose colour agrees;
+            ``"weight"`` keeps every candidate and draws each with a probability proportional
+            to its colour's share ratio (region over background candidates for the
+            foreground, the inverse for the background).
 
     Returns:
         Long tensor (B, H, W): 1 = foreground seed, 0 = background seed, ``ignore_index`` else.
@@ -210,6 +231,8 @@ def sample_seeds(
     sl_min_p = check_number(sl_min_p, "sl_min_p", non_negative=True, maximum=1.0)
     check_bool(bg_outside_roi, "bg_outside_roi")
     colour_bins = check_int(colour_bins, "colour_bins", 0)
+    if colour_mode not in COLOUR_MODES:
+        raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {colour_mode!r}")
     if colour_bins > 0:
         if images is None:
             raise ValueError("images are required when colour_bins > 0")
@@ -247,14 +270,18 @@ def sample_seeds(
     low = low.view(batch, height, width)
     if bg_outside_roi:
         low = low & ~roi
+    fg_weights = bg_weights = None
     if colour_bins > 0:
         assert images is not None
         colours = _colour_indices(images, colour_bins)
         n_bins = colour_bins ** images.shape[1]
         ratio = _colour_ratio(colours, n_bins, roi.flatten(1), low.flatten(1)).view_as(roi)
-        region, low = _agreeing(region, ratio > 1.0), _agreeing(low, ratio < 1.0)
-    foreground = _square_pool(_draw(region, sl_max, generator), sl_ksz)
-    background = _square_pool(_draw(low, sl_min, generator), sl_ksz)
+        if colour_mode == "filter":
+            region, low = _agreeing(region, ratio > 1.0), _agreeing(low, ratio < 1.0)
+        else:
+            fg_weights, bg_weights = ratio, ratio.reciprocal()
+    foreground = _square_pool(_draw(region, sl_max, generator, fg_weights), sl_ksz)
+    background = _square_pool(_draw(low, sl_min, generator, bg_weights), sl_ksz)
 
     keep = informative[:, None, None]
     seeds = torch.full((batch, height, width), ignore_index, dtype=torch.long, device=cams.device)

@@ -63,12 +63,13 @@ def test_every_config_field_is_a_constructor_option_and_round_trips(tmp_path: Pa
         sl_min_p=0.2, fg_erode_k=7, fg_erode_iter=0, mean=(0.4, 0.4, 0.4), std=(0.2, 0.3, 0.4),
         seed=7, widths=(6, 4), input_size=(32, 32), crf_normalize=None, size_min_share=0.05,
         cam_exponent=0.5, class_head=False, bg_outside_roi=False, colour_bins=4,
+        colour_mode="weight",
     )  # fmt: skip
     hidden = {"seeds", "cam_ref", "output_fn_ref", "target_layer", "cam", "upscaler", "skips"}
     assert set(FCAMConfig.option_names()) - hidden == set(options)
     model = tiny()
     fc = fitted(model, cam="gradcam", **options)
-    assert fc.config.seeds == SeedOptions(2, 3, 5, 0.2, 7, 0, False, 4)
+    assert fc.config.seeds == SeedOptions(2, 3, 5, 0.2, 7, 0, False, 4, "weight")
     fc.save(tmp_path / "fc.pt")
     loaded = FCAM.load(tmp_path / "fc.pt", model)
     assert loaded.config == fc.config
@@ -119,6 +120,8 @@ def test_unknown_and_bad_options_are_refused() -> None:
     for bad in (-1, 65, 2.0, True):
         with pytest.raises(ValueError, match="colour_bins"):
             FCAM(tiny(), "3", colour_bins=bad)
+    with pytest.raises(ValueError, match="colour_mode"):
+        FCAM(tiny(), "3", colour_mode="soft")
     # The constructor's signature carries no option list of its own that could drift.
     params = inspect.signature(FCAM.__init__).parameters
     structural = {"skips", "upscaler", "target_layer", "cam"}

@@ -273,6 +273,48 @@ def test_colour_filter_off_or_uninformative_changes_nothing():
     assert torch.equal(ref, same)
 
 
+def test_weighted_draw_picks_in_proportion_to_the_weights():
+    from fcam.losses.seeds import _draw
+
+    rows = 20000
+    candidates = torch.tensor([True, True, True, False]).expand(rows, -1)
+    weights = torch.tensor([1.0, 2.0, 7.0, 50.0]).expand(rows, -1)
+    first = _draw(candidates, 1, torch.Generator().manual_seed(0), weights)
+    share = first.float().mean(0)
+    # One draw: P(pixel) = w / sum(w) over the candidates (the non-candidate never counts).
+    assert torch.allclose(share, torch.tensor([0.1, 0.2, 0.7, 0.0]), atol=0.015)
+    # Two draws without replacement from three: P(pixel 0 left out) = P(1 then 2) + P(2 then 1)
+    # = 0.2 * 7/8 + 0.7 * 2/3 = 0.6417.
+    second = _draw(candidates, 2, torch.Generator().manual_seed(1), weights)
+    assert torch.equal(second.sum(1), torch.full((rows,), 2))
+    assert abs(float((~second[:, 0]).float().mean()) - (0.2 * 7 / 8 + 0.7 * 2 / 3)) < 0.015
+
+
+def test_colour_weighting_prefers_the_region_colours_without_dropping_candidates():
+    cam, images, square = _square_on_a_blob()
+    n = 400
+    kwargs = {"sl_max": 1, "sl_min": 1, "sl_ksz": 1, "fg_erode_k": 1, "sl_min_p": 0.5,
+              "bg_outside_roi": True, "colour_bins": 8}
+    weighted = sample_seeds(cam.expand(n, -1, -1), images=images.expand(n, -1, -1, -1),
+                            colour_mode="weight", generator=torch.Generator().manual_seed(0), **kwargs)
+    on_square = float(((weighted == 1) & square).flatten(1).any(1).float().mean())
+    # Per pixel weights: yellow (16 + 1) / (64 + 512) over 1 / (80 + 512) = 17.5; dark
+    # (48 + 1) / 576 over (80 + 1) / 592 = 0.62. P(square) = 16 * 17.5 / (16 * 17.5 + 48 * 0.62).
+    expected = 16 * 17.47 / (16 * 17.47 + 48 * 0.6218)
+    assert abs(on_square - expected) < 0.05
+    assert ((weighted == 1) & ~square).any()  # the ring keeps some chance
+    # One colour everywhere: every weight of an image is the same, so the draws are exactly
+    # the unweighted ones.
+    cams = _random_cams(4, 16, 16, seed=5)
+    flat = torch.full((4, 3, 16, 16), 90.0)
+    ref = sample_seeds(cams, sl_max=5, sl_min=5, generator=torch.Generator().manual_seed(1))
+    same = sample_seeds(cams, sl_max=5, sl_min=5, images=flat, colour_bins=4, colour_mode="weight",
+                        generator=torch.Generator().manual_seed(1))
+    assert torch.equal(ref, same)
+    with pytest.raises(ValueError, match="colour_mode"):
+        sample_seeds(cams, images=flat, colour_bins=4, colour_mode="soft")
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"colour_bins": 8}, ValueError, "colour_bins"),
     ({"colour_bins": -1, "images": torch.zeros(1, 3, 12, 12)}, ValueError, "colour_bins"),
