@@ -51,8 +51,9 @@ class SeedOptions:
     run used 1 + 1) and the background seeds from the lowest half of the CAM (paper: 10 %),
     so that the background around the object is supervised too, and never from the CAM's own
     (Otsu) region, where that half would reach into an object filling the frame. Both kinds of
-    seed must also agree with the image's colours (``colour_bins``), so that the foreground
-    seeds stay off the background the CAM's blob spills onto (docs/concepts/fcam.md).
+    seed are also drawn in proportion to how well their colour agrees with their side
+    (``colour_bins``, ``colour_mode``), so that the foreground seeds stay mostly off the
+    background the CAM's blob spills onto (docs/concepts/fcam.md).
 
     Attributes:
         sl_max: foreground seeds per image, drawn from the top of the CAM.
@@ -78,7 +79,7 @@ class SeedOptions:
     fg_erode_iter: int = 1
     bg_outside_roi: bool = True
     colour_bins: int = 4
-    colour_mode: str = "filter"
+    colour_mode: str = "weight"
 
     def __post_init__(self) -> None:
         for name in ("sl_max", "sl_min", "sl_ksz", "fg_erode_k"):

@@ -25,7 +25,11 @@ foreground candidate only where its colour is more frequent in the Otsu region t
 background candidates (and the reverse for the background). The Otsu region of a coarse CAM is a
 blob larger than the object, so without this the foreground seeds also land on the background
 around the object, and seeds and CRF then disagree on those pixels. An image whose filtered
-candidates would be empty keeps the unfiltered ones.
+candidates would be empty keeps the unfiltered ones. ``colour_mode="weight"`` (fcam's default)
+keeps every candidate instead and draws each with a probability proportional to the ratio of
+its colour's shares (region over background candidates for the foreground, the inverse for the
+background), which does not flip when a background colour is only slightly more frequent in
+the region than among the background candidates.
 
 Everything runs batched on the CAM's device; the only randomness is a ``torch.rand`` call that
 takes an optional :class:`torch.Generator`.
