@@ -290,7 +290,7 @@ def test_lr_schedule_choices_are_fits(capsys: pytest.CaptureFixture[str], tmp_pa
     _assert_one_line_error(code, err, "--lr-schedule", "step")
 
 
-def test_colour_bins_out_of_range_is_a_one_line_error(
+def test_colour_options_out_of_range_are_one_line_errors(
     assets: dict[str, Path], folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, _, err = _run(capsys, "fit", "--data-root", str(folder), "--classifier",
@@ -298,6 +298,14 @@ def test_colour_bins_out_of_range_is_a_one_line_error(
                         "--colour-bins", "65", "--no-progress")
     _assert_one_line_error(code, err, "colour_bins")
     assert not (tmp_path / "f.pt").exists()
+
+    from fcam.commands.fit import CLI_COLOUR_MODES
+    from fcam.losses.seeds import COLOUR_MODES
+
+    assert CLI_COLOUR_MODES == COLOUR_MODES
+    code, _, err = _run(capsys, "fit", "--data-root", str(tmp_path),
+                        "--out", str(tmp_path / "f.pt"), "--colour-mode", "soft")
+    _assert_one_line_error(code, err, "--colour-mode", "soft")
 
 
 def test_missing_checkpoints(
@@ -568,12 +576,13 @@ def test_fit_on_wsol_layout_with_model_weights(
                         str(data / "metadata" / "test"), *_model_args(weights), "--cam", "gradcam",
                         "--epochs", "1", "--batch-size", "3", "--use-predictions",
                         "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
-                        "--no-progress", "--no-class-head", "--colour-bins", "4")
+                        "--no-progress", "--no-class-head", "--colour-bins", "4",
+                        "--colour-mode", "filter")
     assert code == 0, err
     model, _ = load_classifier(assets["classifier"])
     loaded = FCAM.load(out, model)
     assert "cam=gradcam" in repr(loaded)
-    assert loaded.config.seeds.colour_bins == 4
+    assert loaded.config.seeds.colour_bins == 4 and loaded.config.seeds.colour_mode == "filter"
     assert loaded.config.class_head is False and isinstance(loaded.decoder.seg_head, torch.nn.Conv2d)
     assert (tmp_path / "ck" / "fcam-last.pt").is_file()
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: fcam.explainer.trainer.LR_SCHEDULES, spelled out so that parsing does not import torch.
 CLI_LR_SCHEDULES = ("constant", "cosine")
+#: fcam.losses.seeds.COLOUR_MODES, spelled out for the same reason.
+CLI_COLOUR_MODES = ("filter", "weight")
 
 
 def register(sub: Any) -> None:
@@ -67,6 +69,11 @@ def register(sub: Any) -> None:
         "--colour-bins", type=non_negative_int, metavar="N",
         help="levels per colour channel of the histograms seed candidates must agree with; "
         "0: seeds from the CAM alone (default: F-CAM's)",
+    )
+    p.add_argument(
+        "--colour-mode", choices=CLI_COLOUR_MODES, default=None,
+        help="draw seeds in proportion to their colour agreement (weight) or drop the "
+        "candidates that disagree (filter) (default: F-CAM's, weight)",
     )
     add_cam_exponent_arg(p, "", " (stored in --out)")
     p.add_argument(
@@ -148,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         options["class_head"] = False
     if args.colour_bins is not None:
         options["colour_bins"] = args.colour_bins
+    if args.colour_mode is not None:
+        options["colour_mode"] = args.colour_mode
     with user_input("F-CAM for this classifier"):
         fc = FCAM(model, target_layer=spec.target_layer, cam=args.cam, **options)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.stem + "-checkpoints")
