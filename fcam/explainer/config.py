@@ -68,7 +68,9 @@ class SeedOptions:
             (levels per channel of the per-image colour histograms of the CAM's region and of
             the background candidates); 0 = the CAM alone decides.
         colour_mode: ``"filter"`` drops the candidates whose colour disagrees, ``"weight"``
-            draws candidates in proportion to how much their colour agrees.
+            draws candidates in proportion to how much their colour agrees. Both assume the
+            object's colours are rarer around it than on it; for objects that share their
+            colours with their surroundings, ``colour_bins=0``.
     """
 
     sl_max: int = 10
