@@ -40,8 +40,9 @@ independent of the image size. With the default ``crf_normalize="affinity"`` eac
 affinity is also scaled to a unit mean entry, so the balance no longer depends on how much
 colour structure an image has. The default weight, 2e-9 (twice the paper's exact-kernel value), and
 the default seeds (10 + 10 per image, background seeds from the lowest half of the CAM, both
-kinds only where the image's colours agree) were chosen on two synthetic domains; the earlier 3e-8 let the CRF outweigh the seeds about ninefold
-and ran away to all-foreground on cluttered backgrounds. Derivation and measurements, tuned
+kinds drawn in proportion to their colour agreement) were chosen on two synthetic domains; the
+earlier 3e-8 let the CRF outweigh the seeds about ninefold and ran away to all-foreground on
+cluttered backgrounds. Derivation and measurements, tuned
 and held-out domains: ``docs/concepts/fcam.md`` and ``docs/benchmarks.md``. When maps collapse
 anyway, :meth:`FCAM.fit` logs a warning, and ``fit(val_loader=...)`` selects the best epoch.
 

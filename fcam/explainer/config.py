@@ -15,7 +15,7 @@ from typing import Any
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from fcam.core.validation import check_bool, check_int, check_number
 from fcam.losses.crf import CRF_NORMALIZATIONS
-from fcam.losses.seeds import COLOUR_MODES
+from fcam.losses.seeds import check_colour_options
 
 __all__ = [
     "CRF_REFERENCE_PIXELS", "DEFAULT_CAM_EXPONENT", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig",
@@ -64,9 +64,9 @@ class SeedOptions:
         fg_erode_iter: erosion iterations.
         bg_outside_roi: background seeds only outside the CAM's Otsu region, so an object
             covering more than ``1 - sl_min_p`` of the image gets no background seed on it.
-        colour_bins: when positive, seed candidates must agree with the image's colours
-            (levels per channel of the per-image colour histograms of the CAM's region and of
-            the background candidates); 0 = the CAM alone decides.
+        colour_bins: when positive, the seeds follow the image's colours (levels per channel
+            of the per-image colour histograms of the CAM's region and of the background
+            candidates, see ``colour_mode``); 0 = the CAM alone decides.
         colour_mode: ``"filter"`` drops the candidates whose colour disagrees, ``"weight"``
             draws candidates in proportion to how much their colour agrees. Both assume the
             object's colours are rarer around it than on it; for objects that share their
@@ -89,11 +89,7 @@ class SeedOptions:
         object.__setattr__(self, "fg_erode_iter", check_int(self.fg_erode_iter, "fg_erode_iter", 0))
         object.__setattr__(self, "sl_min_p", check_number(self.sl_min_p, "sl_min_p", positive=True, maximum=1.0))
         check_bool(self.bg_outside_roi, "bg_outside_roi")
-        object.__setattr__(self, "colour_bins", check_int(self.colour_bins, "colour_bins", 0))
-        if self.colour_bins > 64:
-            raise ValueError(f"colour_bins must be at most 64, got {self.colour_bins}")
-        if self.colour_mode not in COLOUR_MODES:
-            raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {self.colour_mode!r}")
+        object.__setattr__(self, "colour_bins", check_colour_options(self.colour_bins, self.colour_mode))
 
 
 @dataclass(frozen=True)

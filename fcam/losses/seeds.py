@@ -130,23 +130,22 @@ def _draw(candidates: Tensor, n: int, generator: torch.Generator | None,
     if n == 0:
         return torch.zeros_like(candidates)
     keys = torch.rand(flat.shape, generator=generator, device=flat.device)
-    if weights is None:
-        keys = torch.where(flat, keys, torch.full_like(keys, -1.0))
-        top, index = keys.topk(n, dim=1)
-        picked_key = top >= 0
-    else:
+    # Non-candidates get a key below every candidate's: uniform keys lie in [0, 1), log-keys
+    # in [log(1e-30) / w, 0).
+    fill = -1.0
+    if weights is not None:
         keys = keys.clamp_min(1e-30).log() / weights.flatten(1)
-        keys = torch.where(flat, keys, torch.full_like(keys, -math.inf))
-        top, index = keys.topk(n, dim=1)
-        picked_key = top > -math.inf
+        fill = -math.inf
+    top, index = torch.where(flat, keys, torch.full_like(keys, fill)).topk(n, dim=1)
     picked = torch.zeros_like(flat)
-    picked.scatter_(1, index, picked_key)
+    picked.scatter_(1, index, top > fill)
     return picked.view_as(candidates)
 
 
 def _colour_indices(images: Tensor, bins: int) -> Tensor:
     """(B, C, H, W) colours in [0, 255] -> (B, H*W) long index of each pixel's colour bin."""
-    levels = (images.detach().flatten(2).clamp(0, 255) * (bins / 256.0)).long().clamp_(max=bins - 1)
+    # 255 * bins / 256 < bins, so the levels stay below ``bins``.
+    levels = (images.detach().flatten(2).clamp(0, 255) * (bins / 256.0)).long()
     index = levels[:, 0]
     for channel in range(1, levels.shape[1]):
         index = index * bins + levels[:, channel]
@@ -164,6 +163,23 @@ def _colour_ratio(colours: Tensor, n_bins: int, inside: Tensor, outside: Tensor)
     shares = (counts + 1.0) / (counts.sum(1, keepdim=True) + n_bins)
     inside_share, outside_share = shares.chunk(2)
     return (inside_share / outside_share).gather(1, colours)
+
+
+def check_colour_options(colour_bins: object, colour_mode: object) -> int:
+    """Validate ``colour_bins`` (an int in [0, 64]) and ``colour_mode`` (:data:`COLOUR_MODES`).
+
+    Returns:
+        ``colour_bins`` as an int.
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
+    bins = check_int(colour_bins, "colour_bins", 0)
+    if bins > 64:
+        raise ValueError(f"colour_bins must be at most 64, got {bins}")
+    if colour_mode not in COLOUR_MODES:
+        raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {colour_mode!r}")
+    return bins
 
 
 def _agreeing(candidates: Tensor, agree: Tensor) -> Tensor:
@@ -204,8 +220,8 @@ def sample_seeds(
             so that no pixel is a candidate for both labels.
         images: (B, 3, H, W) RGB (or (B, 1, H, W) grey) images in [0, 255] aligned with
             ``cams``; needed when ``colour_bins > 0``.
-        colour_bins: levels per colour channel of the colour histograms that filter the
-            candidates (module docstring); 0 disables the filter.
+        colour_bins: levels per colour channel of the colour histograms the candidates are
+            compared on (module docstring); 0: seeds from the CAM alone.
         colour_mode: ``"filter"`` keeps only the candidates whose colour agrees;
             ``"weight"`` keeps every candidate and draws each with a probability proportional
             to its colour's share ratio (region over background candidates for the
@@ -234,9 +250,7 @@ def sample_seeds(
     fg_erode_iter = check_int(fg_erode_iter, "fg_erode_iter", 0)
     sl_min_p = check_number(sl_min_p, "sl_min_p", non_negative=True, maximum=1.0)
     check_bool(bg_outside_roi, "bg_outside_roi")
-    colour_bins = check_int(colour_bins, "colour_bins", 0)
-    if colour_mode not in COLOUR_MODES:
-        raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {colour_mode!r}")
+    colour_bins = check_colour_options(colour_bins, colour_mode)
     if colour_bins > 0:
         if images is None:
             raise ValueError("images are required when colour_bins > 0")
@@ -245,8 +259,6 @@ def sample_seeds(
                 or images.shape[2:] != cams.shape[1:]:
             raise ValueError(f"images must be (B, 3, H, W) or (B, 1, H, W) with B, H, W = "
                              f"{tuple(cams.shape)} matching cams, got {tuple(images.shape)}")
-        if colour_bins > 64:
-            raise ValueError(f"colour_bins must be at most 64, got {colour_bins}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) \
             or ignore_index in (0, 1):
         raise ValueError(f"ignore_index must be an int other than 0 and 1, got {ignore_index!r}")
