@@ -146,27 +146,31 @@ def test_evaluate_checkpoint_on_mask_layout_matches_library(
     assert written["classification_acc"] == direct["classification_acc"]
 
 
-def test_evaluate_cam_exponent_overrides_the_checkpoint(
-    assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+@pytest.mark.parametrize(("flag", "option", "values"), [
+    ("--cam-exponent", "cam_exponent", ("0", "1")), ("--cam-mix", "cam_mix", ("0", "0.5")),
+])
+def test_evaluate_map_options_override_the_checkpoint(
+    assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    flag: str, option: str, values: tuple[str, str],
 ) -> None:
     data = assets["root"] / "masks"
     common = ["evaluate", "--data-root", str(data / "images"), "--metadata",
               str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]),
               "--size", str(SIZE), "--no-progress"]  # fmt: skip
     scores = {}
-    for gamma in ("0", "1"):
-        out = tmp_path / f"scores-{gamma}.json"
-        code, _, _ = _run(capsys, *common, "--checkpoint", str(assets["fcam"]), "--cam-exponent",
-                          gamma, "--out", str(out))  # fmt: skip
+    for value in values:
+        out = tmp_path / f"scores-{value}.json"
+        code, _, _ = _run(capsys, *common, "--checkpoint", str(assets["fcam"]), flag,
+                          value, "--out", str(out))  # fmt: skip
         assert code == 0
-        scores[gamma] = json.loads(out.read_text())["pxap"]
-        direct = _direct_scores(assets, use_fcam=True, cam_exponent=float(gamma))
-        assert scores[gamma] == pytest.approx(direct["pxap"], abs=1e-9)
-    assert scores["0"] != pytest.approx(scores["1"])  # the option reaches the maps
-    code, _, err = _run(capsys, *common, "--cam", "gradcampp", "--cam-exponent", "0")
-    _assert_one_line_error(code, err, "--cam-exponent weights an F-CAM map")
-    code, _, err = _run(capsys, *common, "--checkpoint", str(assets["fcam"]), "--cam-exponent", "-1")
-    assert code == 2 and "a number in [0, 1e6]" in err
+        scores[value] = json.loads(out.read_text())["pxap"]
+        direct = _direct_scores(assets, use_fcam=True, **{option: float(value)})
+        assert scores[value] == pytest.approx(direct["pxap"], abs=1e-9)
+    assert scores[values[0]] != pytest.approx(scores[values[1]])  # the option reaches the maps
+    code, _, err = _run(capsys, *common, "--cam", "gradcampp", flag, "0")
+    _assert_one_line_error(code, err, f"{flag} shape an F-CAM map")
+    code, _, err = _run(capsys, *common, "--checkpoint", str(assets["fcam"]), flag, "-1")
+    assert code == 2 and ("a number in [0, 1e6]" if option == "cam_exponent" else "a number in [0, 1]") in err
 
 
 def test_evaluate_cam_on_box_layout_matches_library(
@@ -577,12 +581,13 @@ def test_fit_on_wsol_layout_with_model_weights(
                         "--epochs", "1", "--batch-size", "3", "--use-predictions",
                         "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out),
                         "--no-progress", "--no-class-head", "--colour-bins", "4",
-                        "--colour-mode", "filter")
+                        "--colour-mode", "filter", "--cam-mix", "0.25")
     assert code == 0, err
     model, _ = load_classifier(assets["classifier"])
     loaded = FCAM.load(out, model)
     assert "cam=gradcam" in repr(loaded)
     assert loaded.config.seeds.colour_bins == 4 and loaded.config.seeds.colour_mode == "filter"
+    assert loaded.config.cam_mix == 0.25
     assert loaded.config.class_head is False and isinstance(loaded.decoder.seg_head, torch.nn.Conv2d)
     assert (tmp_path / "ck" / "fcam-last.pt").is_file()
 

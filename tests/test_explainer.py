@@ -105,7 +105,7 @@ def test_one_classifier_forward_per_step_and_none_at_explain_backward() -> None:
     fc.cam_fn = lambda *a: (_ for _ in ()).throw(AssertionError("extractor used at inference"))
     calls.clear()
     with torch.no_grad():
-        fc.explain(torch.randn(2, 3, SIZE, SIZE), cam_exponent=0)
+        fc.explain(torch.randn(2, 3, SIZE, SIZE), cam_exponent=0, cam_mix=0)
     assert len(calls) == 1
 
 

@@ -92,6 +92,7 @@ positive_float = number_type(
 non_negative_float = number_type(
     float, lambda v: math.isfinite(v) and 0 <= v <= 1e6, "a number in [0, 1e6]"
 )
+unit_float = number_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -209,16 +210,22 @@ def add_method_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
     method.add_argument(
         "--cam", type=cam_name, metavar="NAME", help="interpolated CAM method, e.g. gradcampp"
     )
-    add_cam_exponent_arg(p, "with --checkpoint: ", "")
+    add_map_args(p, "with --checkpoint: ", "")
 
 
-def add_cam_exponent_arg(p: argparse.ArgumentParser, before: str, after: str) -> None:
-    """``--cam-exponent`` (:attr:`fcam.explainer.FCAMConfig.cam_exponent`), help framed by
-    ``before`` and ``after``."""
+def add_map_args(p: argparse.ArgumentParser, before: str, after: str) -> None:
+    """``--cam-mix`` and ``--cam-exponent`` (:attr:`fcam.explainer.FCAMConfig.cam_mix`,
+    :attr:`~fcam.explainer.FCAMConfig.cam_exponent`), help framed by ``before`` and ``after``."""
+    p.add_argument(
+        "--cam-mix", type=unit_float, default=None, metavar="A",
+        help=f"{before}F-CAM map = (1 - A) x decoder probability + A x seed CAM (default: fcam's "
+        f"0.02, or the checkpoint's){after}",
+    )
     p.add_argument(
         "--cam-exponent", type=non_negative_float, default=None, metavar="G",
-        help=f"{before}F-CAM map = decoder probability x seed CAM ** this (default: fcam's 0.25, "
-        f"or the checkpoint's); 0 = the decoder's map alone, no backward pass{after}",
+        help=f"{before}also weight the decoder probability by seed CAM ** G (default: fcam's 0, "
+        f"or the checkpoint's); --cam-mix 0 --cam-exponent 0 = the decoder's map alone, no "
+        f"backward pass{after}",
     )
 
 

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     loader = DataLoader(
         dataset, batch_size=args.batch_size, collate_fn=wsol_collate, num_workers=args.workers
     )
-    with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent) as source:
+    with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent,
+                   args.cam_mix) as source:
         scores = evaluate_localization(
             source.map_fn(),
             model,

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     model, spec = load_classifier_args(args)
     device = model_device(model)
     transform = ImageTransform(spec.size, spec.mean, spec.std)
-    with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent) as source:
+    with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent,
+                   args.cam_mix) as source:
         map_fn = source.map_fn()
         make_dir(args.out, "--out")
         for path, pil in zip(args.images, pil_images):

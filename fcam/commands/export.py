@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
     )
-    with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent) as source:
+    with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent,
+                   args.cam_mix) as source:
         map_fn = source.map_fn()
         bar = progress_bar(total=len(pending), enabled=not args.no_progress,
                            desc=f"export {source.label}", unit="img")

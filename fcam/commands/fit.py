@@ -16,9 +16,9 @@ from typing import Any
 
 from fcam.commands.common import (
     UserError,
-    add_cam_exponent_arg,
     add_common,
     add_dataset_args,
+    add_map_args,
     cam_name,
     make_dir,
     non_negative_int,
@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
         help="draw seeds in proportion to their colour agreement (weight) or drop the "
         "candidates that disagree (filter) (default: F-CAM's, weight)",
     )
-    add_cam_exponent_arg(p, "", " (stored in --out)")
+    add_map_args(p, "", " (stored in --out)")
     p.add_argument(
         "--no-class-head", action="store_true",
         help="F-CAM's published class-agnostic decoder head instead of the default head with a "
@@ -149,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"mean": spec.mean, "std": spec.std, "seed": args.seed}
     if args.crf_weight is not None:
         options["crf_weight"] = args.crf_weight
-    if args.cam_exponent is not None:
-        options["cam_exponent"] = args.cam_exponent
+    for name in ("cam_exponent", "cam_mix"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     if args.no_class_head:
         options["class_head"] = False
     if args.colour_bins is not None:

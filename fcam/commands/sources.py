@@ -139,18 +139,20 @@ class MapSource:
 
     def __init__(
         self, model: Any, spec: Any, checkpoint: Path | None, cam: str | None,
-        cam_exponent: float | None = None,
+        cam_exponent: float | None = None, cam_mix: float | None = None,
     ) -> None:
         self.explainer: Any = None
         self.extractor: Any = None
-        if checkpoint is None and cam_exponent is not None:
-            raise UserError("--cam-exponent weights an F-CAM map: it needs --checkpoint, not --cam")
+        overrides = {name: value for name, value in
+                     (("cam_exponent", cam_exponent), ("cam_mix", cam_mix)) if value is not None}
+        if checkpoint is None and overrides:
+            flags = " and ".join("--" + name.replace("_", "-") for name in overrides)
+            raise UserError(f"{flags} shape an F-CAM map: it needs --checkpoint, not --cam")
         if checkpoint is not None:
             from fcam import FCAM
 
             if not checkpoint.is_file():
                 raise UserError(f"F-CAM checkpoint not found: {checkpoint}")
-            overrides = {} if cam_exponent is None else {"cam_exponent": cam_exponent}
             with user_input("--checkpoint"):
                 self.explainer = FCAM.load(checkpoint, model, **overrides)
             self.label = f"F-CAM ({checkpoint.name})"

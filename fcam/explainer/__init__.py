@@ -7,13 +7,15 @@ log-barrier size term (:mod:`fcam.losses`). The decoder's head has a zero-initia
 per class (``class_head``, :class:`fcam.upscalers.ClassConditionalHead`), trained on that class's
 images, so objects of other classes can stay background. At inference the map is the decoder's
 softmax foreground probability :math:`p_{fg}` for the explained class at full input resolution,
-weighted by the seed CAM of that class: :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}` with
-``cam_exponent`` :math:`\gamma` (default :data:`DEFAULT_CAM_EXPONENT`, 0.25). The decoder marks
-a look-alike distractor as confidently as the object; the CAM's ranking tells them apart.
-``cam_exponent=0`` gives the decoder's map from one classifier forward plus the decoder (no
+with a small share of the seed CAM of that class: :math:`(1-\alpha)\, p_{fg} + \alpha\,
+\mathrm{cam}_c` with ``cam_mix`` :math:`\alpha` (default :data:`DEFAULT_CAM_MIX`, 0.02;
+``cam_exponent`` :math:`\gamma` also weights :math:`p_{fg}` by :math:`\mathrm{cam}_c^{\gamma}`,
+default 0). The decoder marks a look-alike distractor as confidently as the object, and
+everything outside its mask alike; the CAM's share orders them. ``cam_mix=0`` (with
+``cam_exponent=0``) gives the decoder's map from one classifier forward plus the decoder (no
 backward, no CAM extractor; with ``class_head=False`` the published, class-agnostic F-CAM map);
-with :math:`\gamma > 0` the seed CAM costs a backward through the layers after
-``target_layer`` (gradient CAMs).
+otherwise the seed CAM costs a backward through the layers after ``target_layer`` (gradient
+CAMs).
 
 Example:
     >>> from fcam import FCAM
@@ -68,17 +70,19 @@ from fcam.explainer.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, classifie
 from fcam.explainer.config import (
     CRF_REFERENCE_PIXELS,
     DEFAULT_CAM_EXPONENT,
+    DEFAULT_CAM_MIX,
     DEFAULT_REFERENCE_CRF_WEIGHT,
     FCAMConfig,
     SeedOptions,
 )
-from fcam.explainer.fcam import FCAM, NotFittedError
+from fcam.explainer.fcam import FCAM, NotFittedError, mix_with_cam
 from fcam.explainer.trainer import TrainOptions
 
 __all__ = [
     "CHECKPOINT_NAME",
     "CRF_REFERENCE_PIXELS",
     "DEFAULT_CAM_EXPONENT",
+    "DEFAULT_CAM_MIX",
     "DEFAULT_REFERENCE_CRF_WEIGHT",
     "FCAM",
     "FORMAT_VERSION",
@@ -88,5 +92,6 @@ __all__ = [
     "SeedOptions",
     "TrainOptions",
     "classifier_fingerprint",
+    "mix_with_cam",
     "wrap_cam",
 ]

@@ -18,8 +18,8 @@ from fcam.losses.crf import CRF_NORMALIZATIONS
 from fcam.losses.seeds import check_colour_options
 
 __all__ = [
-    "CRF_REFERENCE_PIXELS", "DEFAULT_CAM_EXPONENT", "DEFAULT_REFERENCE_CRF_WEIGHT", "FCAMConfig",
-    "SeedOptions",
+    "CRF_REFERENCE_PIXELS", "DEFAULT_CAM_EXPONENT", "DEFAULT_CAM_MIX", "DEFAULT_REFERENCE_CRF_WEIGHT",
+    "FCAMConfig", "SeedOptions",
 ]
 
 #: Pixel count of the image size the user-facing ``crf_weight`` refers to (224×224).
@@ -35,12 +35,18 @@ CRF_REFERENCE_PIXELS = 224 * 224
 DEFAULT_REFERENCE_CRF_WEIGHT = 2e-9
 
 
-#: Default :attr:`FCAMConfig.cam_exponent`. The decoder marks every object-like region with the
-#: same near-binary confidence, a look-alike distractor as much as the explained object, so its
-#: map alone loses the CAM's ranking between regions; cam ** 0.25 restores that ranking while
-#: barely touching the decoder's edges. Chosen on the tuned domains (texture64, photo80), where
-#: 0 to 0.5 score within noise and 1 is worse; measurements in docs/concepts/fcam.md.
-DEFAULT_CAM_EXPONENT = 0.25
+#: Default :attr:`FCAMConfig.cam_exponent`. It was 0.25 (the decoder's probability times
+#: cam ** 0.25, so that a look-alike distractor the decoder marks as confidently as the object
+#: ranks below it); since the colour-weighted seeds, :data:`DEFAULT_CAM_MIX` does that better on
+#: the tuned domains, and the exponent now costs PxAP there (docs/concepts/fcam.md).
+DEFAULT_CAM_EXPONENT = 0.0
+
+#: Default :attr:`FCAMConfig.cam_mix`: the map is ``0.98 * p_fg + 0.02 * cam``. The small CAM
+#: share breaks the ties of the near-binary decoder (object vs look-alike inside its mask) and
+#: ranks the pixels it calls background, while a threshold above 0.02 sees the decoder's edges.
+#: Chosen on the tuned domains (texture64, photo80) by re-scoring the same fits: 0.02 and 0.05
+#: tie, 0.1 and up lose; measurements in docs/concepts/fcam.md.
+DEFAULT_CAM_MIX = 0.02
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,12 @@ class FCAMConfig:
             equal confidence (e.g. the object and a look-alike distractor), at the cost of
             computing the seed CAM (a backward through the layers after ``target_layer`` for
             gradient CAMs). Training does not use it.
+        cam_mix: :math:`\alpha \in [0, 1]`, the seed CAM's share in the map:
+            :math:`(1 - \alpha)\, p_{fg} \cdot \mathrm{cam}_c^{\gamma} + \alpha\,
+            \mathrm{cam}_c`. A small share orders the pixels the near-binary decoder scores
+            alike (inside its mask: object vs look-alike; outside: how close to the object)
+            and leaves every threshold above :math:`\alpha` to the decoder's edges. ``0`` with
+            :math:`\gamma = 0` needs no seed CAM at explain time. Training does not use it.
         class_head: give the decoder a :class:`~fcam.upscalers.ClassConditionalHead`: the
             shared foreground/background head plus a zero-initialised residual per class, trained
             on the images of that class, so the map is the one of the explained class and
@@ -162,6 +174,7 @@ class FCAMConfig:
     size_min_share: float | None = None
     seed_weight: float = 1.0
     cam_exponent: float = DEFAULT_CAM_EXPONENT
+    cam_mix: float = DEFAULT_CAM_MIX
     class_head: bool = True
     init_t: float = 1.0
     max_t: float = 10.0
@@ -179,6 +192,7 @@ class FCAMConfig:
             set_(self, name, check_number(getattr(self, name), name, non_negative=True))
         for name in ("sigma_rgb", "sigma_xy", "init_t", "max_t", "mulcoef"):
             set_(self, name, check_number(getattr(self, name), name, positive=True))
+        set_(self, "cam_mix", check_number(self.cam_mix, "cam_mix", non_negative=True, maximum=1.0))
         check_bool(self.class_head, "class_head")
         set_(self, "crf_scale", check_number(self.crf_scale, "crf_scale", positive=True, maximum=1.0))
         if self.crf_normalize not in CRF_NORMALIZATIONS:
@@ -255,10 +269,10 @@ class FCAMConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"checkpoint config has unknown keys {unknown}; upgrade fcam to read it")
-        # A checkpoint written before `cam_exponent` / `class_head` existed explained with the
-        # class-agnostic decoder alone, and one written before `colour_bins` was trained (and
+        # A checkpoint written before `cam_exponent` / `cam_mix` / `class_head` existed explained
+        # with the class-agnostic decoder alone, and one written before `colour_bins` was trained (and
         # resumes) with seeds from the CAM alone.
         data = dict(data)
         if isinstance(data.get("seeds"), Mapping):
             data["seeds"] = {"colour_bins": 0, **data["seeds"]}
-        return cls(**{"cam_exponent": 0.0, "class_head": False, **data})
+        return cls(**{"cam_exponent": 0.0, "cam_mix": 0.0, "class_head": False, **data})

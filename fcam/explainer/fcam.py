@@ -60,12 +60,21 @@ class NotFittedError(ValueError, RuntimeError):
     """Raised when :meth:`FCAM.explain` runs before :meth:`FCAM.fit` or :meth:`FCAM.load`."""
 
 
-def _cam_weight(cam: Tensor, gamma: float) -> Tensor:
-    """``cam ** gamma``, except 1 for an image whose CAM is constant (e.g. all zero when the
-    weighted sum is negative everywhere): such a CAM ranks nothing and would erase the map."""
+def mix_with_cam(prob: Tensor, cam: Tensor, gamma: float, mix: float) -> Tensor:
+    r"""The map :meth:`FCAM.explain` returns: :math:`(1-\alpha)\, p \cdot \mathrm{cam}^{\gamma}
+    + \alpha\, \mathrm{cam}` (:math:`\alpha` = ``mix``), per image ``p`` alone where the CAM is
+    constant (e.g. all zero when the class-weighted sum is negative everywhere): such a CAM
+    ranks nothing and would erase or shift the map.
+
+    Example:
+        >>> p, cam = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.5, 0.25]]])
+        >>> mix_with_cam(p, cam, gamma=0.0, mix=0.2)
+        tensor([[[0.9000, 0.0500]]])
+    """
     flat = cam.flatten(1)
     constant = (flat.amax(1) <= flat.amin(1)).view(-1, *([1] * (cam.ndim - 1)))
-    return torch.where(constant, torch.ones_like(cam), cam.pow(gamma))
+    mixed = (1 - mix) * prob * cam.pow(gamma) + mix * cam
+    return torch.where(constant, prob, mixed)
 
 
 class FCAM:
@@ -218,8 +227,8 @@ class FCAM:
         if self.cam_fn is None:
             raise ValueError(
                 "this FCAM has no seed cam (it was fitted with a custom callable that cannot be "
-                "imported); pass cam= to FCAM.load, or explain with cam_exponent=0 and "
-                "return_cam=False"
+                "imported); pass cam= to FCAM.load, or explain with cam_mix=0, "
+                "cam_exponent=0 and return_cam=False"
             )
         with_features = getattr(self.cam_fn, "with_features_and_targets", None)
         if callable(with_features):
@@ -258,35 +267,38 @@ class FCAM:
     @overload
     def explain(
         self, images: Tensor, targets: Targets = ..., return_cam: Literal[False] = ...,
-        *, cam_exponent: float | None = ...,
+        *, cam_exponent: float | None = ..., cam_mix: float | None = ...,
     ) -> Tensor: ...
 
     @overload
     def explain(
         self, images: Tensor, targets: Targets = ..., *, return_cam: Literal[True],
-        cam_exponent: float | None = ...,
+        cam_exponent: float | None = ..., cam_mix: float | None = ...,
     ) -> tuple[Tensor, Tensor]: ...
 
     def explain(
         self, images: Tensor, targets: Targets = None, return_cam: bool = False,
-        *, cam_exponent: float | None = None,
+        *, cam_exponent: float | None = None, cam_mix: float | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         r"""Full-resolution maps: one classifier forward plus the decoder.
 
-        The map is :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}`, the decoder's foreground
-        probability weighted by the seed CAM of class :math:`c` (``targets``) raised to
-        :math:`\gamma` = ``cam_exponent`` (:attr:`FCAMConfig.cam_exponent`). With
-        :math:`\gamma = 0` it is :math:`p_{fg}` alone and no CAM is computed. :math:`p_{fg}` is
-        the decoder's map for class :math:`c` when it has a class head
+        The map is :math:`(1 - \alpha)\, p_{fg} \cdot \mathrm{cam}_c^{\gamma} + \alpha\,
+        \mathrm{cam}_c` (:func:`mix_with_cam`): the decoder's foreground probability with a
+        share :math:`\alpha` = ``cam_mix`` (:attr:`FCAMConfig.cam_mix`, default 0.02) of the
+        seed CAM of class :math:`c` (``targets``), optionally weighted by the CAM to the power
+        :math:`\gamma` = ``cam_exponent`` (default 0). With :math:`\alpha = \gamma = 0` it is
+        :math:`p_{fg}` alone and no CAM is computed (no backward). :math:`p_{fg}` is the
+        decoder's map for class :math:`c` when it has a class head
         (:attr:`FCAMConfig.class_head`, the default), else F-CAM's class-agnostic map.
 
         Args:
             images: ``(B, C, H, W)`` normalised batch on the model's device.
-            targets: class per image for the seed CAM (used when ``return_cam=True`` or
-                :math:`\gamma > 0`); ``None`` means the prediction.
+            targets: class per image for the seed CAM and the class head; ``None`` means the
+                prediction.
             return_cam: also return the seed CAM at input size (needs a backward for
                 gradient methods).
             cam_exponent: :math:`\gamma \ge 0` for this call; ``None``: the config's.
+            cam_mix: :math:`\alpha \in [0, 1]` for this call; ``None``: the config's.
 
         Returns:
             ``(B, H, W)`` float32 map in [0, 1] on the images' device, and with ``return_cam``
@@ -294,7 +306,7 @@ class FCAM:
 
         Raises:
             NotFittedError: before :meth:`fit` or :meth:`load`.
-            TypeError, ValueError: bad ``images``, ``targets`` or ``cam_exponent``.
+            TypeError, ValueError: bad ``images``, ``targets``, ``cam_exponent`` or ``cam_mix``.
             RuntimeError: the seed CAM is needed under ``torch.inference_mode()``.
         """
         if not self.fitted:
@@ -310,17 +322,21 @@ class FCAM:
         wanted = parse_targets(targets, images.shape[0], self.num_classes)
         gamma = self.config.cam_exponent if cam_exponent is None else check_number(
             cam_exponent, "cam_exponent", non_negative=True)
+        mix = self.config.cam_mix if cam_mix is None else check_number(
+            cam_mix, "cam_mix", non_negative=True, maximum=1.0)
+        needs_cam = return_cam or gamma > 0 or mix > 0
         if model_device(self.decoder) != device or model_dtype(self.decoder) != dtype:
             self.decoder.to(device, dtype)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        if (return_cam or gamma > 0) and torch.is_inference_mode_enabled():
+        if needs_cam and torch.is_inference_mode_enabled():
             raise RuntimeError(
-                f"explain with cam_exponent={gamma:g} (or return_cam=True) computes the seed CAM, "
-                "which needs autograd: call it outside torch.inference_mode() (torch.no_grad() "
-                "is fine), or pass cam_exponent=0 for the decoder's map alone"
+                f"explain with cam_mix={mix:g}, cam_exponent={gamma:g} (or return_cam=True) "
+                "computes the seed CAM, which needs autograd: call it outside "
+                "torch.inference_mode() (torch.no_grad() is fine), or pass cam_mix=0 and "
+                "cam_exponent=0 for the decoder's map alone"
             )
         with frozen(self.model), frozen(self.decoder, requires_grad=True):
-            if return_cam or gamma > 0:
+            if needs_cam:
                 cam, feats = self.cam_and_features(images, wanted)
             else:
                 feats = self.features(images, wanted)
@@ -328,8 +344,8 @@ class FCAM:
                 logits = self.decode(self.decoder, feats, size)
                 maps = torch.softmax(logits.float(), dim=1)[:, 1]
         maps = torch.nan_to_num(maps, nan=0.0)
-        if gamma > 0:
-            maps = maps * _cam_weight(cam.to(maps.dtype), gamma)
+        if gamma > 0 or mix > 0:
+            maps = mix_with_cam(maps, cam.to(maps.dtype), gamma, mix)
         return (maps, cam) if return_cam else maps
 
     # ------------------------------------------------------------------ fit

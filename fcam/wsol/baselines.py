@@ -165,6 +165,7 @@ def fsl_baseline(
     # No seed CAM to weight the map by: the decoder alone, trained on the masks, is the map;
     # like wsolevaluation's few-shot baseline it is one class-agnostic segmenter.
     fcam_options.setdefault("cam_exponent", 0.0)
+    fcam_options.setdefault("cam_mix", 0.0)
     fcam_options.setdefault("class_head", False)
     fc = FCAM(encoder, target_layer, cam=None, seed=seed, **fcam_options)
     subset = Subset(dataset, few_shot_indices(dataset, k))

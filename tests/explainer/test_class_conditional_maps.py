@@ -48,14 +48,14 @@ def test_map_follows_the_requested_class_even_without_the_cam(fitted: FCAM) -> N
         fitted_cam = fitted.cam_fn
         fitted.cam_fn = None  # gamma = 0 needs the class, not the seed CAM
         try:
-            zero = fitted.explain(x, [0, 0, 0], cam_exponent=0)
-            one = fitted.explain(x, [1, 1, 1], cam_exponent=0)
-            predicted = fitted.explain(x, cam_exponent=0)
+            zero = fitted.explain(x, [0, 0, 0], cam_exponent=0, cam_mix=0)
+            one = fitted.explain(x, [1, 1, 1], cam_exponent=0, cam_mix=0)
+            predicted = fitted.explain(x, cam_exponent=0, cam_mix=0)
         finally:
             fitted.cam_fn = fitted_cam
         assert (one > zero).all()
         pred = fitted.model(x).argmax(1)
-        torch.testing.assert_close(predicted, fitted.explain(x, pred, cam_exponent=0))
+        torch.testing.assert_close(predicted, fitted.explain(x, pred, cam_exponent=0, cam_mix=0))
         # gamma > 0: the class the CAM extractor resolved (argmax) is the one the head used.
         torch.testing.assert_close(fitted.explain(x), fitted.explain(x, pred))
     finally:
@@ -71,7 +71,7 @@ def test_untrained_residuals_give_the_class_agnostic_map(fitted: FCAM) -> None:
         head.weight.zero_()
         head.bias.zero_()
     try:
-        maps = [fitted.explain(x, [c] * 3, cam_exponent=0) for c in range(3)]
+        maps = [fitted.explain(x, [c] * 3, cam_exponent=0, cam_mix=0) for c in range(3)]
     finally:
         with torch.no_grad():
             head.weight.copy_(saved[0])
@@ -91,7 +91,7 @@ def test_a_custom_cam_callable_explains_the_prediction(fitted: FCAM) -> None:
     fc.fitted = True
     x = images()
     pred = fitted.model(x).argmax(1)
-    torch.testing.assert_close(fc.explain(x, cam_exponent=0), fitted.explain(x, pred, cam_exponent=0))
+    torch.testing.assert_close(fc.explain(x, cam_exponent=0, cam_mix=0), fitted.explain(x, pred, cam_exponent=0, cam_mix=0))
     fc.explain(x)
     assert calls[-1] is None  # the callable picked its class; the head used the prediction
 

@@ -62,7 +62,7 @@ def test_every_config_field_is_a_constructor_option_and_round_trips(tmp_path: Pa
         seed_weight=0.5, init_t=2.0, max_t=5.0, mulcoef=1.05, sl_max=2, sl_min=3, sl_ksz=5,
         sl_min_p=0.2, fg_erode_k=7, fg_erode_iter=0, mean=(0.4, 0.4, 0.4), std=(0.2, 0.3, 0.4),
         seed=7, widths=(6, 4), input_size=(32, 32), crf_normalize=None, size_min_share=0.05,
-        cam_exponent=0.5, class_head=False, bg_outside_roi=False, colour_bins=4,
+        cam_exponent=0.5, cam_mix=0.1, class_head=False, bg_outside_roi=False, colour_bins=4,
         colour_mode="weight",
     )  # fmt: skip
     hidden = {"seeds", "cam_ref", "output_fn_ref", "target_layer", "cam", "upscaler", "skips"}
@@ -146,8 +146,8 @@ def test_unimportable_cam_needs_cam_on_load(tmp_path: Path, caplog: pytest.LogCa
     assert "pass cam= to FCAM.load" in caplog.text
     loaded = FCAM.load(tmp_path / "fc.pt", model)
     # The published map needs no seed CAM; the default CAM-weighted one names both ways out.
-    assert loaded.explain(torch.randn(1, 3, SIZE, SIZE), cam_exponent=0).shape == (1, SIZE, SIZE)
-    with pytest.raises(ValueError, match="pass cam= to FCAM.load, or explain with cam_exponent=0"):
+    assert loaded.explain(torch.randn(1, 3, SIZE, SIZE), cam_exponent=0, cam_mix=0).shape == (1, SIZE, SIZE)
+    with pytest.raises(ValueError, match="pass cam= to FCAM.load, or explain with cam_mix=0, cam_exponent=0"):
         loaded.explain(torch.randn(1, 3, SIZE, SIZE))
     with pytest.raises(ValueError, match="seed cam"):
         loaded.fit([torch.randn(2, 3, SIZE, SIZE)], epochs=1, progress=False)
