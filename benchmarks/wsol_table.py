@@ -74,6 +74,8 @@ def parse_args() -> argparse.Namespace:
                    help="F-CAM's crf_weight at 224 px (default: fcam's own default)")
     p.add_argument("--cam-exponent", type=float, default=None,
                    help="F-CAM's cam_exponent (default: fcam's own default)")
+    p.add_argument("--cam-mix", type=float, default=None,
+                   help="F-CAM's cam_mix (default: fcam's own default)")
     p.add_argument("--no-cache", action="store_true",
                    help="retrain the WSOL classifiers instead of loading them from fcam's cache dir")
     p.add_argument("--fsl-k", type=int, default=5)
@@ -153,8 +155,9 @@ def run_method(method: str, args: argparse.Namespace, loaders: dict[str, Any],
     own = evaluate_localization(own_cam_map_fn(built), built, loaders["test"], **evaluate)
     t0 = time.time()
     options = {} if args.crf_weight is None else {"crf_weight": args.crf_weight}
-    if args.cam_exponent is not None:
-        options["cam_exponent"] = args.cam_exponent
+    for name in ("cam_exponent", "cam_mix"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     fc = FCAM(built, built.target_layer, cam=built.cams, seed=args.seed, **options)
     fc.fit(loaders["fcam"], epochs=args.fcam_epochs, progress=False)
     fcam_s = time.time() - t0

@@ -126,14 +126,13 @@ class FCAMConfig:
             map towards a 50/50 split) or the minimal share of each class, enforced by a
             penalty that is zero while it holds (:func:`fcam.losses.size_loss`).
         seed_weight: weight of the seed cross-entropy (paper: 1.0).
-        cam_exponent: :math:`\gamma` of the map :meth:`fcam.FCAM.explain` returns,
-            :math:`p_{fg} \cdot \mathrm{cam}_c^{\gamma}`: the decoder's foreground probability
-            weighted by the seed CAM of the explained class :math:`c`. ``0`` returns
-            :math:`p_{fg}` alone (no backward; with ``class_head=False`` the published F-CAM);
-            :math:`\gamma > 0` keeps the CAM's ranking between regions the decoder marks with
-            equal confidence (e.g. the object and a look-alike distractor), at the cost of
-            computing the seed CAM (a backward through the layers after ``target_layer`` for
-            gradient CAMs). Training does not use it.
+        cam_exponent: :math:`\gamma` of the map :meth:`fcam.FCAM.explain` returns (see
+            ``cam_mix``): the decoder's foreground probability :math:`p_{fg}` weighted by the
+            seed CAM of the explained class :math:`c` to this power (default 0: unweighted).
+            :math:`\gamma > 0` ranks regions the decoder marks with equal confidence (e.g. the
+            object and a look-alike distractor) by the CAM, at the cost of computing the seed
+            CAM (a backward through the layers after ``target_layer`` for gradient CAMs).
+            Training does not use it.
         cam_mix: :math:`\alpha \in [0, 1]`, the seed CAM's share in the map:
             :math:`(1 - \alpha)\, p_{fg} \cdot \mathrm{cam}_c^{\gamma} + \alpha\,
             \mathrm{cam}_c`. A small share orders the pixels the near-binary decoder scores

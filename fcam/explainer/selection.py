@@ -103,7 +103,8 @@ def validate(fc: FCAM, val_loader: Iterable[Any], need_masks: bool) -> dict[str,
         parsed = parse_val_batch(batch, fc.in_channels, fc.num_classes)
         images = parsed.images.to(device, dtype)
         labels = None if parsed.labels is None else parsed.labels.to(device)
-        # The labelled class, as the WSOL protocol localises it (matters when cam_exponent > 0).
+        # The labelled class, as the WSOL protocol localises it (matters when the map mixes in the
+        # seed CAM: cam_mix or cam_exponent > 0).
         maps = fc.explain(images, labels)
         if parsed.masks is not None:
             evaluator.update(maps, parsed.masks.to(device))
