@@ -73,7 +73,8 @@ def mix_with_cam(prob: Tensor, cam: Tensor, gamma: float, mix: float) -> Tensor:
     """
     flat = cam.flatten(1)
     constant = (flat.amax(1) <= flat.amin(1)).view(-1, *([1] * (cam.ndim - 1)))
-    mixed = (1 - mix) * prob * cam.pow(gamma) + mix * cam
+    weighted = prob * cam.pow(gamma) if gamma > 0 else prob
+    mixed = torch.lerp(weighted, cam, mix) if mix > 0 else weighted
     return torch.where(constant, prob, mixed)
 
 
