@@ -147,17 +147,12 @@ def run(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(args.seed),
     )
     options: dict[str, Any] = {"mean": spec.mean, "std": spec.std, "seed": args.seed}
-    if args.crf_weight is not None:
-        options["crf_weight"] = args.crf_weight
-    for name in ("cam_exponent", "cam_mix"):
+    # Options left unset on the command line keep F-CAM's own defaults.
+    for name in ("crf_weight", "cam_exponent", "cam_mix", "colour_bins", "colour_mode"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.no_class_head:
         options["class_head"] = False
-    if args.colour_bins is not None:
-        options["colour_bins"] = args.colour_bins
-    if args.colour_mode is not None:
-        options["colour_mode"] = args.colour_mode
     with user_input("F-CAM for this classifier"):
         fc = FCAM(model, target_layer=spec.target_layer, cam=args.cam, **options)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.stem + "-checkpoints")

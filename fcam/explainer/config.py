@@ -268,9 +268,9 @@ class FCAMConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"checkpoint config has unknown keys {unknown}; upgrade fcam to read it")
-        # A checkpoint written before `cam_exponent` / `cam_mix` / `class_head` existed explained
-        # with the class-agnostic decoder alone, and one written before `colour_bins` was trained (and
-        # resumes) with seeds from the CAM alone.
+        # A key a checkpoint lacks was not an option when it was written: it takes the value
+        # that reproduces what that version did (no seed CAM in the map, F-CAM's class-agnostic
+        # head, seeds from the CAM alone), so the checkpoint explains and resumes as it did.
         data = dict(data)
         if isinstance(data.get("seeds"), Mapping):
             data["seeds"] = {"colour_bins": 0, **data["seeds"]}
