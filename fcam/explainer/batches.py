@@ -12,7 +12,7 @@ from torch import Tensor
 from fcam.core.targets import parse_targets
 from fcam.core.validation import check_images
 
-__all__ = ["Batch", "parse_batch", "raw_rgb"]
+__all__ = ["Batch", "as_rgb", "parse_batch", "raw_rgb"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class Batch:
     Attributes:
         images: ``(B, C, H, W)`` normalised images.
         labels: ``(B,)`` class indices, or ``None`` (the prediction picks the CAM class).
-        raw: ``(B, 3, H, W)`` RGB in [0, 255] for the CRF, or ``None`` (un-normalised images).
+        raw: ``(B, 3, H, W)`` RGB (or ``(B, 1, H, W)`` grey) in [0, 255] for the CRF and the
+            seeds' colours, or ``None`` (the un-normalised images).
     """
 
     images: Tensor
@@ -58,10 +59,22 @@ def parse_batch(batch: Any, channels: int, num_classes: int | None) -> Batch:
             f"'image' key; got {type(batch).__name__}"
         )
     images = check_images(images, channels, "loader images")
-    if raw is not None and (not isinstance(raw, Tensor) or raw.shape != images.shape):
+    if raw is not None and (
+        not isinstance(raw, Tensor) or raw.ndim != 4 or raw.shape[1] not in (1, 3)
+        or raw.shape[0] != images.shape[0] or raw.shape[2:] != images.shape[2:]
+    ):
         raise ValueError(
-            "loader: the raw image must be a tensor shaped like the images, got "
-            f"{getattr(raw, 'shape', type(raw).__name__)} vs {tuple(images.shape)}"
+            "loader: the raw image must be a (B, 3, H, W) RGB or (B, 1, H, W) grey tensor with "
+            f"the images' B, H, W; got {getattr(raw, 'shape', type(raw).__name__)} vs "
+            f"{tuple(images.shape)}"
+        )
+    if raw is None and channels not in (1, 3):
+        # The CRF and the colour-weighted seeds read colours; un-normalising a 4-channel input
+        # would hand them a fourth band they cannot interpret.
+        raise ValueError(
+            f"loader: the model takes {channels}-channel images, so F-CAM's CRF needs each batch "
+            "to carry an RGB (or grey) view of the images: yield dicts with a 'raw' "
+            "(B, 3, H, W) tensor in [0, 255]"
         )
     if labels is not None:
         try:
@@ -74,7 +87,8 @@ def parse_batch(batch: Any, channels: int, num_classes: int | None) -> Batch:
 def raw_rgb(
     images: Tensor, raw: Tensor | None, mean: Sequence[float], std: Sequence[float]
 ) -> Tensor:
-    """RGB in [0, 255] for the CRF: the batch's raw image, or the un-normalised input.
+    """Values in [0, 255] for the CRF and the seeds: the batch's raw image, or the
+    un-normalised input; ``(B, 3, H, W)`` RGB or ``(B, 1, H, W)`` grey (see :func:`as_rgb`).
 
     Example:
         >>> raw_rgb(torch.zeros(1, 3, 1, 1), None, (0.5,) * 3, (0.5,) * 3).flatten().tolist()
@@ -85,3 +99,16 @@ def raw_rgb(
     mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     return ((images.float() * std_t + mean_t) * 255.0).clamp_(0.0, 255.0)
+
+
+def as_rgb(values: Tensor) -> Tensor:
+    r"""A grey ``(B, 1, H, W)`` image as the RGB image it is (R = G = B); RGB passes through.
+
+    The CRF's colour distance between two grey pixels is then :math:`\sqrt{3}\,|v - w|`, what
+    the same picture saved as RGB gives, so ``sigma_rgb`` means the same for both.
+
+    Example:
+        >>> as_rgb(torch.full((1, 1, 1, 1), 7.0)).flatten().tolist()
+        [7.0, 7.0, 7.0]
+    """
+    return values.expand(-1, 3, -1, -1) if values.shape[1] == 1 else values

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fcam.core.progress import progress_bar
 from fcam.core.state import frozen, model_dtype
 from fcam.core.validation import check_int, check_number
-from fcam.explainer.batches import parse_batch, raw_rgb
+from fcam.explainer.batches import as_rgb, parse_batch, raw_rgb
 from fcam.explainer.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from fcam.explainer.config import CRF_REFERENCE_PIXELS
 from fcam.explainer.selection import collapse_alert, validate
@@ -327,7 +327,7 @@ class Trainer:
         # Size-normalised CRF weight, on the pixels the CRF actually sees (crf_scale).
         pixels = size[0] * size[1] * cfg.crf_scale**2
         fc.loss.crf.weight = cfg.crf_weight * (CRF_REFERENCE_PIXELS / pixels) ** 2
-        total, parts = fc.loss(logits.float(), seeds, rgb)
+        total, parts = fc.loss(logits.float(), seeds, as_rgb(rgb))
         for name, value in parts.items():
             if not torch.isfinite(value):
                 raise FloatingPointError(
