@@ -39,3 +39,21 @@ def test_manual_bar_and_bad_keyword() -> None:
     assert "2/2" in stream.getvalue()
     with pytest.raises(TypeError, match="enabled="):
         progress_bar(range(2), disable=True)
+
+
+def test_text_bar_is_drawn_in_a_jupyter_kernel_without_ipywidgets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Outside a kernel tqdm.auto is the text bar; a loaded ipykernel shell module is what
+    # tqdm.auto itself looks for, and the kernel's stream is no terminal.
+    import sys
+    import types
+
+    from tqdm.notebook import tqdm_notebook
+
+    from fcam.core import progress
+
+    assert not issubclass(progress.tqdm, tqdm_notebook)
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))
+    assert "3/3" in _run(io.StringIO(), enabled=True)
+    assert _run(io.StringIO(), enabled=False) == ""
