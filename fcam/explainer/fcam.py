@@ -208,12 +208,19 @@ class FCAM:
         explained classes (``targets``, else the prediction of the same forward)."""
         with capture_features(self.model, self.pyramid.names) as feats, torch.no_grad():
             output = self.model(images)
-        feats[_IMAGES] = images.detach()
         if targets is None and self.config.class_head:
             targets = model_logits(output, self.output_fn).argmax(1)
-        if targets is not None:
-            feats[_CLASSES] = targets.to(images.device)
-        return feats
+        return self.attach_inputs(feats, images, targets)
+
+    def attach_inputs(
+        self, feats: Mapping[str, Tensor], images: Tensor, classes: Tensor | None
+    ) -> dict[str, Tensor]:
+        """``feats`` plus what :meth:`decode` reads besides them: the input ``images`` (for
+        image-guided decoders) and the explained class of each image (for the class head)."""
+        out = {**feats, _IMAGES: images.detach()}
+        if classes is not None:
+            out[_CLASSES] = classes.to(images.device)
+        return out
 
     def cam_and_features(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Seed CAM in [0, 1] at input size, plus the pyramid features.
@@ -234,7 +241,7 @@ class FCAM:
         with_features = getattr(self.cam_fn, "with_features_and_targets", None)
         if callable(with_features):
             raw, feats, classes = with_features(images, targets, self.pyramid.names)
-            feats = {**feats, _IMAGES: images.detach(), _CLASSES: classes.to(images.device)}
+            feats = self.attach_inputs(feats, images, classes)
         else:
             raw = self.cam_fn(images, targets)
             feats = self.features(images, targets)  # a fresh dict, with the images and classes

@@ -27,6 +27,7 @@ from fcam.core.progress import progress_bar
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.validation import check_int, check_number
 from fcam.explainer import FCAM
+from fcam.explainer.trainer import LR_SCHEDULES, epoch_lr
 
 __all__ = ["center_baseline", "few_shot_indices", "fsl_baseline"]
 
@@ -128,6 +129,7 @@ def fsl_baseline(
     batch_size: int = 8,
     *,
     finetune_encoder: bool = False,
+    lr_schedule: str = "constant",
     seed: int = 0,
     progress: bool = True,
     **fcam_options: Any,
@@ -139,6 +141,11 @@ def fsl_baseline(
     images of each class (SGD, momentum 0.9, Nesterov, weight decay 1e-4). With
     ``finetune_encoder`` a copy of the classifier is trained too (encoder + decoder, the
     encoder at ``lr / 10`` and in eval mode for BatchNorm); ``model`` itself never changes.
+
+    Like wsolevaluation's, the baseline is one class-agnostic segmenter by default. With
+    ``class_head=True`` it has F-CAM's class-conditional head and learns each image's mask for
+    its label, so that it is the fully-supervised counterpart of a default F-CAM (whose
+    ``explain`` then takes the class to segment, or uses the prediction).
 
     Example:
         >>> fsl = fsl_baseline(model, train_set, "layer4", k=5)       # doctest: +SKIP
@@ -152,15 +159,20 @@ def fsl_baseline(
         k: images per class (5, like wsolevaluation's CUB train-fullsup split).
         epochs, lr, batch_size: training options.
         finetune_encoder: train the encoder too.
+        lr_schedule: ``"constant"`` (wsolevaluation's) or ``"cosine"`` (annealed per epoch, as
+            :meth:`fcam.FCAM.fit`'s default; see :func:`fcam.explainer.trainer.epoch_lr`).
         seed: seed of the decoder's initialisation and of the shuffling.
         progress: show a tqdm bar.
-        **fcam_options: options of :class:`fcam.FCAM` (``widths``, ``upscaler``, ...).
+        **fcam_options: options of :class:`fcam.FCAM` (``widths``, ``upscaler``,
+            ``class_head``, ...).
 
     Returns:
         A fitted :class:`fcam.FCAM` without a seed CAM; ``explain(images)`` gives the maps.
     """
     check_int(epochs, "epochs")
     check_number(lr, "lr", positive=True)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     encoder = copy.deepcopy(model) if finetune_encoder else model
     # No seed CAM to weight the map by: the decoder alone, trained on the masks, is the map;
     # like wsolevaluation's few-shot baseline it is one class-agnostic segmenter.
@@ -181,7 +193,9 @@ def fsl_baseline(
     )
     with frozen(encoder, requires_grad=finetune_encoder):
         fc.decoder.train()
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            for group, base in zip(optimizer.param_groups, (lr, lr / 10)):
+                group["lr"] = epoch_lr(base, epoch, epochs, lr_schedule)
             for batch in loader:
                 images = batch["image"].to(device, dtype)
                 target = _mask_targets(batch, device)
@@ -189,7 +203,9 @@ def fsl_baseline(
                 with torch.set_grad_enabled(finetune_encoder), capture_features(
                     encoder, fc.pyramid.names) as feats:
                     encoder(images)
-                logits = fc.decode(fc.decoder, dict(feats), size)
+                # Every item has a label: few_shot_indices read them all.
+                classes = torch.as_tensor(batch["label"]) if fc.config.class_head else None
+                logits = fc.decode(fc.decoder, fc.attach_inputs(feats, images, classes), size)
                 loss = F.cross_entropy(logits.float(), target, ignore_index=255)
                 if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError("fsl_baseline: the loss became non-finite")

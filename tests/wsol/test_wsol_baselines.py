@@ -66,3 +66,44 @@ def test_fsl_baseline_learns_masks(built, finetune):
     assert maps.shape == (2, *SIZE) and torch.isfinite(maps).all()
     assert all(torch.equal(a, b) for a, b in zip(before, built.parameters()))  # never modified
     assert (fsl.model is built) != finetune
+
+
+def _half_masks_per_class(n: int = 8, side: int = 16) -> list[dict]:
+    """The same image for both classes; class 0's mask is the left half, class 1's the right."""
+    image = torch.rand(3, side, side, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(side, side, dtype=torch.long)
+    mask[:, : side // 2] = 1
+    return [{"image": image, "label": i % 2, "mask": mask if i % 2 == 0 else 1 - mask}
+            for i in range(n)]
+
+
+def _tiny_classifier() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2),
+    ).eval()  # fmt: skip
+
+
+def test_fsl_baseline_with_the_class_head_learns_a_mask_per_class():
+    # One image, two labels, two masks: only a decoder told the class can fit both.
+    data = _half_masks_per_class()
+    model = _tiny_classifier()
+    common = dict(k=4, epochs=60, lr=0.05, batch_size=8, progress=False, widths=(8, 8),
+                  input_size=(16, 16), lr_schedule="cosine")
+    image = data[0]["image"][None].expand(2, -1, -1, -1)
+    cls = fsl_baseline(model, data, "4", class_head=True, **common)
+    maps = cls.explain(image, targets=[0, 1])
+    left, right = maps[..., :8].mean((1, 2)), maps[..., 8:].mean((1, 2))
+    assert left[0] > 0.8 and right[0] < 0.2 and right[1] > 0.8 and left[1] < 0.2
+    agnostic = fsl_baseline(model, data, "4", **common).explain(image[:1])
+    assert 0.3 < float(agnostic.mean()) < 0.7  # the same answer for both: about one half each
+
+
+def test_fsl_baseline_bad_schedule():
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        fsl_baseline(_tiny_classifier(), _half_masks_per_class(2), "4", k=1, epochs=1,
+                     progress=False, widths=(8, 8), input_size=(16, 16),
+                     lr_schedule="step")
