@@ -768,3 +768,41 @@ def test_out_of_memory_is_one_line_naming_the_sizes(
                         "--size", "64", "--out", str(tmp_path / "o"))  # fmt: skip
     _assert_one_line_error(code, err, "out of memory", "--size 64")
     assert code == 2
+
+
+# ------------------------------------------------------------------ grey classifiers
+def grey_net(num_classes: int = 2) -> torch.nn.Module:
+    """A 1-channel classifier, built by the CLI through ``--model test_cli:grey_net``."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, num_classes),
+    ).eval()  # fmt: skip
+
+
+def test_fit_and_explain_a_grey_classifier(
+    folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    weights = tmp_path / "grey.pt"
+    torch.save(grey_net().state_dict(), weights)
+    spec = ["--model", "test_cli:grey_net", "--num-classes", "2", "--weights", str(weights),
+            "--target-layer", "4", "--size", str(SIZE), "--mean", "0.5", "--std", "0.25"]
+    out = tmp_path / "grey-fcam.pt"
+    code, _, err = _run(capsys, "fit", "--data-root", str(folder), *spec, "--epochs", "1",
+                        "--batch-size", "3", "--out", str(out), "--no-progress")
+    assert code == 0, err
+    image = next(folder.glob("a/*.png"))
+    code, _, err = _run(capsys, "explain", str(image), *spec, "--checkpoint", str(out),
+                             "--target", "0", "--save-maps", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    heat = np.load(tmp_path / "o" / f"{image.stem}-class0.npy")
+    # The library on the same file: the luma of the resized RGB image, normalised.
+    fc = FCAM.load(out, grey_net())
+    raw = torch.from_numpy(np.array(Image.open(image).convert("RGB").resize((SIZE, SIZE)))).permute(2, 0, 1)
+    grey = (raw.float() / 255 * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)
+    expected = fc.explain(((grey - 0.5) / 0.25)[None, None], targets=[0])[0]
+    np.testing.assert_allclose(heat, expected.numpy(), atol=1e-5)
+    assert (tmp_path / "o" / f"{image.stem}-class0.png").is_file()

@@ -196,12 +196,10 @@ class ImageTransform:
         return torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
     def normalise(self, raw: Any) -> Any:
-        """``(raw / 255 - mean) / std``."""
-        import torch
+        """``(raw / 255 - mean) / std``; the luma for a grey classifier (one-value stats)."""
+        from fcam.core.normalisation import normalise_raw
 
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
-        return (raw.float() / 255 - mean) / std
+        return normalise_raw(raw, self.mean, self.std)
 
     def __call__(self, image: Any) -> Any:
         return self.normalise(self.raw(image))

@@ -14,6 +14,7 @@ It holds exactly one implementation of each piece of model and file plumbing:
 - :mod:`fcam.core.boxes`: box rescaling shared by datasets and metrics.
 - :mod:`fcam.core.references`: ``"package.module:name"`` references to importable objects.
 - :mod:`fcam.core.progress`: the one progress-bar policy (terminals and notebooks, not logs).
+- :mod:`fcam.core.normalisation`: raw RGB images to classifier inputs (RGB or grey models).
 """
 
 from __future__ import annotations

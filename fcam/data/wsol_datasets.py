@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 
 from fcam.core.boxes import resize_bbox
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from fcam.core.normalisation import normalise_raw
 from fcam.core.validation import check_int, check_stats
 from fcam.data.wsol_metadata import WSOLFormatError, WSOLMetadata, read_wsol_metadata
 
@@ -102,7 +103,8 @@ class WSOLDataset(Dataset):
         size: evaluation side ``S`` (224 in the protocol).
         num_classes: if given, labels must lie in ``[0, num_classes)``.
         return_raw: also return the resized uint8 image as ``raw``.
-        mean, std: normalisation statistics (ImageNet's by default).
+        mean, std: normalisation statistics (ImageNet's by default); one value each for a
+            grey classifier, whose ``image`` is then the luma (``raw`` stays RGB).
 
     Example:
         A split written by :meth:`~fcam.data.SyntheticWSOL.write_wsol`, read back at 32 x 32:
@@ -136,7 +138,8 @@ class WSOLDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         size = check_int(size, "size")
-        mean, std = check_stats(mean, std, channels=3)
+        # One value each: a grey classifier, whose input is the image's luma.
+        mean, std = check_stats(mean, std, channels=1 if len(mean) == 1 else 3)
         kind = kind if kind is not None else self.default_kind
         num_classes = num_classes if num_classes is not None else self.default_num_classes
         self.data_root = Path(data_root)
@@ -154,8 +157,7 @@ class WSOLDataset(Dataset):
         self.size = size
         self.num_classes = num_classes
         self.return_raw = return_raw
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self._mean, self._std = mean, std
 
     @property
     def image_ids(self) -> list[str]:
@@ -205,7 +207,7 @@ class WSOLDataset(Dataset):
         resized = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
         raw = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1).contiguous()
         item: dict[str, Any] = {
-            "image": (raw.float().div(255) - self._mean) / self._std,
+            "image": normalise_raw(raw, self._mean, self._std),
             "label": self.metadata.labels[image_id],
             "image_id": image_id,
             "index": index,

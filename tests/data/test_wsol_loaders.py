@@ -451,3 +451,17 @@ def test_writer_errors(tmp_path):
             tmp_path / "m",
             kind="boxes",
         )
+
+
+def test_grey_statistics_give_a_grey_classifiers_input(cub):
+    # torchvision's Grayscale (PIL's "L", rounded to uint8) against the unrounded luma: 1/255.
+    root, meta = cub
+    item = CUBDataset(root, meta, return_raw=True, mean=(0.5,), std=(0.25,))[1]
+    reference = transforms.Compose([transforms.Resize((224, 224)), transforms.Grayscale(),
+                                    transforms.ToTensor(), transforms.Normalize((0.5,), (0.25,))])
+    with Image.open(root / CUB_IDS[1]) as img:
+        expected = reference(img.convert("RGB"))
+    assert item["image"].shape == (1, 224, 224) and item["raw"].shape == (3, 224, 224)
+    torch.testing.assert_close(item["image"], expected, rtol=0, atol=1 / 255 / 0.25 + 1e-6)
+    with pytest.raises(ValueError, match="mean and std need 3 values"):
+        CUBDataset(root, meta, mean=(0.5, 0.5), std=(0.5, 0.5))
