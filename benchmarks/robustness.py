@@ -263,8 +263,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-if __name__ == "__main__":
+def script_logging() -> None:
+    """This script's progress lines on stderr; fcam's own INFO lines (per-epoch) silenced."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     logging.getLogger("fcam").setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    script_logging()
     main()

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 import time
 from typing import Any
 
 import torch
-from robustness import DOMAINS, Domain, classifier
+from robustness import DOMAINS, Domain, classifier, script_logging
 from torch.utils.data import DataLoader
 
 from fcam.cams import create
@@ -94,7 +92,5 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
-    logging.getLogger("fcam").setLevel(logging.WARNING)
+    script_logging()
     main()
