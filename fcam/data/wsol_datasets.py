@@ -139,7 +139,8 @@ class WSOLDataset(Dataset):
     ) -> None:
         size = check_int(size, "size")
         # One value each: a grey classifier, whose input is the image's luma.
-        mean, std = check_stats(mean, std, channels=1 if len(mean) == 1 else 3)
+        grey = hasattr(mean, "__len__") and len(mean) == 1
+        mean, std = check_stats(mean, std, channels=1 if grey else 3)
         kind = kind if kind is not None else self.default_kind
         num_classes = num_classes if num_classes is not None else self.default_num_classes
         self.data_root = Path(data_root)

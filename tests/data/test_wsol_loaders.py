@@ -465,3 +465,5 @@ def test_grey_statistics_give_a_grey_classifiers_input(cub):
     torch.testing.assert_close(item["image"], expected, rtol=0, atol=1 / 255 / 0.25 + 1e-6)
     with pytest.raises(ValueError, match="mean and std need 3 values"):
         CUBDataset(root, meta, mean=(0.5, 0.5), std=(0.5, 0.5))
+    with pytest.raises(ValueError, match="sequences of numbers"):
+        CUBDataset(root, meta, mean=0.5, std=0.5)
