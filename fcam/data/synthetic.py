@@ -54,6 +54,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fcam.core.constants import IMAGENET_MEAN, IMAGENET_STD  # re-exported
+from fcam.core.normalisation import normalise_raw
 from fcam.core.progress import progress_bar
 from fcam.core.validation import check_int
 
@@ -353,8 +354,6 @@ class SyntheticWSOL(Dataset):
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
         self.n, self.size, self.seed, self.split = n, size, seed, split
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
-        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     @property
     def num_classes(self) -> int:
@@ -395,9 +394,8 @@ class SyntheticWSOL(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         img, mask = self.sample(index)
         raw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        image = (raw.float() / 255.0 - self._mean) / self._std
         return {
-            "image": image,
+            "image": normalise_raw(raw, IMAGENET_MEAN, IMAGENET_STD),
             "raw": raw,
             "label": self.label_of(index),
             "mask": torch.from_numpy(mask.copy()),

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from fcam.explainer.fcam import FCAM
 
 __all__ = [
-    "DEFAULT_LR", "DEFAULT_LR_SCHEDULE", "LR_SCHEDULES", "TrainOptions", "Trainer", "epoch_lr",
-    "rng_state", "set_rng_state",
+    "DEFAULT_LR", "DEFAULT_LR_SCHEDULE", "LR_SCHEDULES", "TrainOptions", "Trainer",
+    "check_lr_schedule", "epoch_lr", "rng_state", "set_rng_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,14 @@ LR_SCHEDULES = ("constant", "cosine")
 #: 0.1 lower again). Measurements in docs/concepts/fcam.md.
 DEFAULT_LR = 0.03
 DEFAULT_LR_SCHEDULE = "cosine"
+
+
+def check_lr_schedule(schedule: str) -> str:
+    """``schedule`` if it is one of :data:`LR_SCHEDULES`, else a ``ValueError`` naming
+    ``lr_schedule``."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    return schedule
 
 
 def epoch_lr(lr: float, epoch: int, epochs: int, schedule: str = "constant") -> float:
@@ -107,8 +115,7 @@ class TrainOptions:
     lr_schedule: str = DEFAULT_LR_SCHEDULE
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        check_lr_schedule(self.lr_schedule)
         if self.select_by not in ("pxap", None):
             raise ValueError(f"select_by must be 'pxap' or None, got {self.select_by!r}")
         if self.val_loader is not None and not isinstance(self.val_loader, Iterable):

@@ -27,7 +27,7 @@ from fcam.core.progress import progress_bar
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.validation import check_int, check_number
 from fcam.explainer import FCAM
-from fcam.explainer.trainer import LR_SCHEDULES, epoch_lr
+from fcam.explainer.trainer import check_lr_schedule, epoch_lr
 
 __all__ = ["center_baseline", "few_shot_indices", "fsl_baseline"]
 
@@ -171,8 +171,7 @@ def fsl_baseline(
     """
     check_int(epochs, "epochs")
     check_number(lr, "lr", positive=True)
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    check_lr_schedule(lr_schedule)
     encoder = copy.deepcopy(model) if finetune_encoder else model
     # No seed CAM to weight the map by: the decoder alone, trained on the masks, is the map;
     # like wsolevaluation's few-shot baseline it is one class-agnostic segmenter.
@@ -193,8 +192,9 @@ def fsl_baseline(
     )
     with frozen(encoder, requires_grad=finetune_encoder):
         fc.decoder.train()
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
         for epoch in range(epochs):
-            for group, base in zip(optimizer.param_groups, (lr, lr / 10)):
+            for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = epoch_lr(base, epoch, epochs, lr_schedule)
             for batch in loader:
                 images = batch["image"].to(device, dtype)
