@@ -143,11 +143,9 @@ def test_colormaps_listed() -> None:
     assert "jet" in COLORMAPS and "viridis" in COLORMAPS
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_inputs() -> None:
-    image = torch.rand(3, 8, 8, device="cuda")
-    heat = torch.rand(2, 2, device="cuda")
+def test_device_inputs(device: torch.device) -> None:
+    image = torch.rand(3, 8, 8, device=device)
+    heat = torch.rand(2, 2, device=device)
     np.testing.assert_array_equal(overlay(image, heat), overlay(image.cpu(), heat.cpu()))
 
 

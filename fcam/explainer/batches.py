@@ -85,7 +85,7 @@ def parse_batch(batch: Any, channels: int, num_classes: int | None) -> Batch:
 
 
 def raw_rgb(
-    images: Tensor, raw: Tensor | None, mean: Sequence[float], std: Sequence[float]
+    images: Tensor, raw: Tensor | None, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor
 ) -> Tensor:
     """Values in [0, 255] for the CRF and the seeds: the batch's raw image, or the
     un-normalised input; ``(B, 3, H, W)`` RGB or ``(B, 1, H, W)`` grey (see :func:`as_rgb`).
@@ -96,8 +96,9 @@ def raw_rgb(
     """
     if raw is not None:
         return raw.to(images.device, torch.float32)
-    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    # as_tensor: a caller holding the statistics on the device (the trainer) copies nothing.
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return ((images.float() * std_t + mean_t) * 255.0).clamp_(0.0, 255.0)
 
 

@@ -31,6 +31,7 @@ from fcam.core.validation import check_int, check_number
 from fcam.explainer.batches import as_rgb, parse_batch, raw_rgb
 from fcam.explainer.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from fcam.explainer.config import CRF_REFERENCE_PIXELS
+from fcam.explainer.meter import EpochMeter
 from fcam.explainer.selection import collapse_alert, validate
 from fcam.losses import sample_seeds
 
@@ -205,6 +206,9 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=options.amp)
         self.gen = torch.Generator(device=device)
+        # Normalisation statistics made once on the device, not copied there every step.
+        self.mean = torch.tensor(fc.config.mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(fc.config.std, dtype=torch.float32, device=device)
         self.gen.manual_seed(fc.config.seed + self.rank)
         self.show = options.progress and self.rank == 0
         self.best: dict[str, Any] | None = None
@@ -285,48 +289,38 @@ class Trainer:
         lr = epoch_lr(self.options.lr, epoch, self.options.epochs, self.options.lr_schedule)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        sums = dict.fromkeys(("loss", *_PARTS), 0.0)
-        shares: list[torch.Tensor] = []
-        cam_shares: list[torch.Tensor] = []
-        seen = steps = 0
+        meter = EpochMeter(_PARTS, epoch)
         tic = time.perf_counter()
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         desc = f"F-CAM {epoch + 1}/{self.options.epochs}"
         bar = progress_bar(loader, enabled=self.show, total=total, desc=desc, leave=False)
         for batch in bar:
-            loss, parts, n, (share, cam_share) = self._step(batch, epoch, steps)
-            shares.append(share)
-            cam_shares.append(cam_share)
-            seen += n
-            steps += 1
-            sums["loss"] += loss * n
-            for name, value in parts.items():
-                sums[name] += value * n
-            if self.show:
-                bar.set_postfix({k: f"{v / seen:.4g}" for k, v in sums.items()})
+            self._step(batch, epoch, meter)
+            if self.show and meter.due():  # the running means: one host read per interval
+                bar.set_postfix({k: f"{v:.4g}" for k, v in meter.means().items()})
         bar.close()
-        if steps == 0:
+        if meter.steps == 0:
             raise ValueError("loader is empty (it yielded no batch)")
-        stats = {k: v / seen for k, v in sums.items()}
-        share_t = torch.cat(shares)
+        stats = meter.means()
+        share_t, cam_share_t = meter.shares()
         stats.update(
-            epoch=float(epoch + 1), lr=lr, images=float(seen), seconds=time.perf_counter() - tic,
-            fg_share=float(share_t.mean()), fg_share_std=float(share_t.std(unbiased=False)),
-            cam_fg_share=float(torch.cat(cam_shares).mean()),
+            epoch=float(epoch + 1), lr=lr, images=float(meter.images),
+            seconds=time.perf_counter() - tic, fg_share=float(share_t.mean()),
+            fg_share_std=float(share_t.std(unbiased=False)), cam_fg_share=float(cam_share_t.mean()),
         )
         return stats
 
-    def _step(
-        self, batch: Any, epoch: int, step: int
-    ) -> tuple[float, dict[str, float], int, tuple[torch.Tensor, torch.Tensor]]:
-        """One SGD step; returns the loss, its parts, the batch size and the per-image
-        foreground shares of the decoder's maps and of the seed CAM (both thresholded at 0.5)."""
+    def _step(self, batch: Any, epoch: int, meter: EpochMeter) -> None:
+        """One SGD step, recorded in ``meter`` without a host sync: the loss, its parts, the
+        batch size and the per-image foreground shares of the decoder's maps and of the seed
+        CAM (both thresholded at 0.5). A non-finite term raises before the optimiser step."""
         fc, cfg = self.fc, self.fc.config
         parsed = parse_batch(batch, fc.in_channels, fc.num_classes)
-        images = parsed.images.to(self.device, model_dtype(fc.model))
-        labels = None if parsed.labels is None else parsed.labels.to(self.device)
+        images = parsed.images.to(self.device, model_dtype(fc.model), non_blocking=True)
+        labels = None if parsed.labels is None else parsed.labels.to(self.device, non_blocking=True)
+        raw = None if parsed.raw is None else parsed.raw.to(self.device, non_blocking=True)
         cam, feats = fc.cam_and_features(images, labels)
-        rgb = raw_rgb(images, parsed.raw, cfg.mean, cfg.std)
+        rgb = raw_rgb(images, raw, self.mean, self.std)
         seeds = sample_seeds(cam, generator=self.gen, images=rgb, **vars(cfg.seeds))
         size = (int(images.shape[-2]), int(images.shape[-1]))
         with torch.autocast(self.device.type, enabled=self.options.amp):
@@ -335,21 +329,14 @@ class Trainer:
         pixels = size[0] * size[1] * cfg.crf_scale**2
         fc.loss.crf.weight = cfg.crf_weight * (CRF_REFERENCE_PIXELS / pixels) ** 2
         total, parts = fc.loss(logits.float(), seeds, as_rgb(rgb))
-        for name, value in parts.items():
-            if not torch.isfinite(value):
-                raise FloatingPointError(
-                    f"F-CAM loss term {name!r} is {float(value.detach())} at epoch {epoch + 1}, "
-                    f"step {step + 1}; no checkpoint was written for this epoch"
-                )
+        with torch.no_grad():
+            share = (logits.detach().float().softmax(1)[:, 1] > 0.5).float().mean((1, 2))
+            cam_share = (cam > 0.5).float().mean((1, 2))
+        meter.add(total, parts, images.shape[0], share, cam_share)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        with torch.no_grad():
-            share = (logits.detach().float().softmax(1)[:, 1] > 0.5).float().mean((1, 2)).cpu()
-            cam_share = (cam > 0.5).float().mean((1, 2)).cpu()
-        parts_f = {k: float(v.detach()) for k, v in parts.items()}
-        return float(total.detach()), parts_f, images.shape[0], (share, cam_share)
 
     # ------------------------------------------------------------------ rollback
     def _snapshot(self) -> dict[str, Any]:

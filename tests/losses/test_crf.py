@@ -421,14 +421,13 @@ def test_bad_inputs():
             DenseCRFLoss(**kwargs)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
+def test_device_matches_cpu(device: torch.device):
     images, logits = _inputs(2, 32, 32, dtype=torch.float32)
-    logits = logits.cuda().requires_grad_(True)
+    logits = logits.to(device).requires_grad_(True)
     for sigma_xy in (100.0, 5.0):
         cpu = dense_crf_loss(images, torch.softmax(logits.detach().cpu(), 1), sigma_xy=sigma_xy)
-        gpu = dense_crf_loss(images.cuda(), torch.softmax(logits, 1), sigma_xy=sigma_xy)
-        assert gpu.device.type == "cuda"
+        gpu = dense_crf_loss(images.to(device), torch.softmax(logits, 1), sigma_xy=sigma_xy)
+        assert gpu.device.type == device.type
         assert gpu.item() == pytest.approx(cpu.item(), rel=1e-4)
         (grad,) = torch.autograd.grad(gpu, logits)
         assert torch.isfinite(grad).all()

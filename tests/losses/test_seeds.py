@@ -390,11 +390,10 @@ def test_seed_loss_bad_inputs():
         seed_loss(torch.randn(2, 4, 4), torch.zeros(2, 4, dtype=torch.long))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_seeds_on_cuda():
+def test_seeds_on_device(device: torch.device):
     cams = _random_cams(4, 30, 30, seed=2)
     cpu = sample_seeds(cams, sl_max=900, sl_min=900, sl_ksz=1)
-    gpu = sample_seeds(cams.cuda(), sl_max=900, sl_min=900, sl_ksz=1,
-                       generator=torch.Generator(device="cuda").manual_seed(0))
-    assert gpu.device.type == "cuda"
+    gpu = sample_seeds(cams.to(device), sl_max=900, sl_min=900, sl_ksz=1,
+                       generator=torch.Generator(device=device).manual_seed(0))
+    assert gpu.device.type == device.type
     assert torch.equal(gpu.cpu(), cpu)

@@ -366,14 +366,12 @@ def test_bad_inputs():
         ev.update(np.zeros((2, 2, 8, 8)), boxes)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.cuda
-def test_cuda_maps_match_cpu():
+def test_device_maps_match_numpy(device: torch.device):
     maps, boxes = _random_maps(9, n=4, dtype=np.float32)
-    cpu = maxboxacc(torch.from_numpy(maps), boxes, cam_curve_interval=0.01)
+    cpu = maxboxacc(maps, boxes, cam_curve_interval=0.01)
     gpu = maxboxacc(
-        torch.from_numpy(maps).cuda(),
-        [torch.from_numpy(b).cuda() for b in boxes],
+        torch.from_numpy(maps).to(device),
+        [torch.from_numpy(b).to(device) for b in boxes],
         cam_curve_interval=0.01,
     )
     assert cpu == gpu

@@ -203,9 +203,7 @@ def test_bad_inputs():
         ev.update("maps", np.zeros((1, 4, 4), bool))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.cuda
-def test_cuda_matches_cpu():
+def test_device_matches_numpy(device: torch.device):
     maps, masks, ignores = _random_case(8)
     t = [torch.from_numpy(a) for a in (maps, masks, ignores)]
-    assert pxap(*[x.cuda() for x in t]) == pxap(*t)
+    assert pxap(*[x.to(device) for x in t]) == pxap(maps, masks, ignores)

@@ -24,17 +24,19 @@ def _batches(n=2, batch=4):
 
 
 @pytest.mark.parametrize("method", available())
-def test_every_method_trains_and_gives_finite_maps(net, method):
-    built = build(net, method, 3, feature_layer="layer2", input_size=SIZE, width=16)
+def test_every_method_trains_and_gives_finite_maps(net, method, device):
+    built = build(net, method, 3, feature_layer="layer2", input_size=SIZE, width=16).to(device)
     before = [p.detach().clone() for p in built.heads.parameters()]
-    history = train(built, _batches(), method, epochs=2, lr=0.01, progress=False, seed=0)
+    history = train(built, _batches(), method, epochs=2, lr=0.01, device=device, progress=False,
+                    seed=0)
     assert [h["epoch"] for h in history] == [1.0, 2.0]
     assert all(h["steps"] == 2 and torch.isfinite(torch.tensor(h["loss"])) for h in history)
     assert any(not torch.equal(a, b) for a, b in zip(before, built.heads.parameters()))
     assert not built.training
     assert all(m.generator is None for m in built.modules() if isinstance(m, ADL))
-    cams = built.cams(_batches(1)[0]["image"], [0, 1, 2, 0])
+    cams = built.cams(_batches(1)[0]["image"].to(device), [0, 1, 2, 0])
     assert cams.shape == (4, 4, 4) and torch.isfinite(cams).all()
+    assert cams.device.type == device.type
 
 
 def test_training_is_seeded(net):
