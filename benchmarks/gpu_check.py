@@ -22,8 +22,8 @@ test (the test step is skipped there: the CPU twins run in the normal suite); CI
 
 Usage::
 
-    python benchmarks/gpu_check.py --device cuda --out gpu-check     # about 5 min on an H100
-    python benchmarks/gpu_check.py --device cpu --out /tmp/smoke      # about 1 min
+    python benchmarks/gpu_check.py --device cuda --out gpu-check     # meant to take < 8 min on an H100
+    python benchmarks/gpu_check.py --device cpu --out /tmp/smoke      # 1-2 min on 2 cores
 """
 
 from __future__ import annotations
