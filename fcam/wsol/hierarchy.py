@@ -22,8 +22,8 @@ __all__ = ["hierarchy_from_weights", "kmeans"]
 def kmeans(points: Tensor, k: int, seed: int = 0, iterations: int = 100) -> Tensor:
     """Lloyd's k-means with k-means++ seeding; returns one cluster id per row of ``points``.
 
-    Every cluster keeps at least one point (an emptied cluster takes the point farthest from
-    its centre), and ids are numbered by first appearance, so the result is deterministic for
+    Every cluster keeps at least one point (an empty cluster takes the worst-fitted point of a
+    cluster that has several), and ids are numbered by first appearance, so the result is deterministic for
     a given ``seed``.
 
     Example:
@@ -51,21 +51,28 @@ def kmeans(points: Tensor, k: int, seed: int = 0, iterations: int = 100) -> Tens
             nxt = int(torch.multinomial(dist / dist.sum(), 1, generator=gen))
         centres.append(pts[nxt])
     centre = torch.stack(centres)
-    assign = torch.cdist(pts, centre).argmin(dim=1)
+    assign = _fill_empty(torch.cdist(pts, centre).argmin(dim=1), pts, centre, k)
     for _ in range(iterations):
-        for c in range(k):  # refill empty clusters from the worst-fitted points
-            if not bool((assign == c).any()):
-                dist = (pts - centre[assign]).norm(dim=1)
-                far = int(dist.argmax())
-                centre[c] = pts[far]
-                assign[far] = c
         centre = torch.stack([pts[assign == c].mean(dim=0) for c in range(k)])
-        new = torch.cdist(pts, centre).argmin(dim=1)
-        if torch.equal(new, assign) and all(bool((new == c).any()) for c in range(k)):
+        new = _fill_empty(torch.cdist(pts, centre).argmin(dim=1), pts, centre, k)
+        if torch.equal(new, assign):
             break
         assign = new
     order = {c: i for i, c in enumerate(dict.fromkeys(assign.tolist()))}
     return torch.tensor([order[c] for c in assign.tolist()])
+
+
+def _fill_empty(assign: Tensor, pts: Tensor, centre: Tensor, k: int) -> Tensor:
+    """Give each empty cluster the worst-fitted point of a cluster that has more than one."""
+    assign = assign.clone()
+    for c in range(k):
+        if bool((assign == c).any()):
+            continue
+        sizes = torch.bincount(assign, minlength=k)
+        dist = (pts - centre[assign]).norm(dim=1)
+        dist[sizes[assign] < 2] = -1.0  # never empty the donor
+        assign[int(dist.argmax())] = c
+    return assign
 
 
 def hierarchy_from_weights(fc_weight: Tensor, sizes: Sequence[int], seed: int = 0) -> list[list[int]]:
