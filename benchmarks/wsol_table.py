@@ -107,6 +107,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fsl-k", type=int, default=5)
     p.add_argument("--fsl-epochs", type=int, default=30)
     p.add_argument("--timing-rounds", type=int, default=6)
+    p.add_argument("--timing-methods", default=None,
+                   help="methods whose training step is timed against 'cam' (default: --methods); "
+                        "freshly built models, so rows split over several runs can still be timed in one")
+    p.add_argument("--no-baselines", action="store_true", help="skip the center and FSL rows")
     p.add_argument("--methods", default=",".join(TABLE_METHODS))
     p.add_argument("--cams", default=",".join(TABLE_CAMS), help="CAM extractors of the lower half")
     p.add_argument("--threads", type=int, default=2)
@@ -268,14 +272,20 @@ def run_backbone(arch: str, args: argparse.Namespace, train_set: Any, loaders: d
             break
         rows += cam_rows(name, args, loaders, plain)
         logger.info("%s %s: %s (%.0f s)", arch, name, rows[-2:], time.time() - started)
-    if models:
+    if models and not args.no_baselines:
         rows += baseline_rows(args, train_set, loaders, plain or next(iter(models.values())))
         wsol = [r for r in rows if r["row"].endswith("+ F-CAM") and not r["row"].startswith("CAM extractor")]
         if wsol:
             best = max(wsol, key=lambda r: r["pxap"])
             rows.append({**best, "row": "best WSOL + F-CAM", "best": best["row"]})
-    batch = next(iter(DataLoader(train_set, batch_size=args.batch_size)))
-    step_s = time_steps(models, batch, args.timing_rounds) if models else {}
+    timed = [m for m in (args.timing_methods or args.methods).split(",") if m in offered]
+    step_s = {}
+    if timed and args.timing_rounds > 0:
+        fresh = {m: build(torchvision.models.get_model(arch, weights=None), m, train_set.num_classes,
+                          feature_layer=feature_layer(args, arch), width=args.width, seed=args.seed,
+                          **build_options(m, args, plain)) for m in timed}
+        batch = next(iter(DataLoader(train_set, batch_size=args.batch_size)))
+        step_s = time_steps(fresh, batch, args.timing_rounds)
     base_s = step_s.get("cam")
     overheads = {m: {"step_s": s, "overhead_pct": None if base_s is None else 100 * (s / base_s - 1)}
                  for m, s in step_s.items()}
