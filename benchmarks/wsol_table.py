@@ -313,7 +313,10 @@ def print_report(args: argparse.Namespace, tables: dict[str, list[dict[str, Any]
         label = f"{name} ({best})" if best and len(arches) == 1 else name
         print(f"| {label} | " + " | ".join(cells) + " |")
     for a in arches:
-        print(f"\n{a}: | method | step s | overhead vs CE |")
+        if not overheads[a]:
+            continue
+        print(f"\nTraining step on {a} (one batch, methods alternated), against plain CE ('cam'):\n")
+        print("| method | step s | overhead vs CE |")
         print("|---|---:|---:|")
         for m, o in overheads[a].items():
             pct = "" if o["overhead_pct"] is None else f"{o['overhead_pct']:+.1f} %"
