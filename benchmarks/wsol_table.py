@@ -259,7 +259,7 @@ def run_backbone(arch: str, args: argparse.Namespace, train_set: Any, loaders: d
     for method in [m for m in args.methods.split(",") if m]:
         if method not in offered:
             logger.warning("%s: skipped, not in fcam.wsol.available() of this fcam", method)
-            rows.append({"row": method, "skipped": "not available"})
+            rows += [{"row": name, "skipped": "not available"} for name in (method, f"{method} + F-CAM")]
             continue
         models[method], method_rows = run_method(method, arch, args, loaders, train_set.num_classes,
                                                  models.get("cam"))
