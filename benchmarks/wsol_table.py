@@ -274,7 +274,8 @@ def run_backbone(arch: str, args: argparse.Namespace, train_set: Any, loaders: d
         logger.info("%s %s: %s (%.0f s)", arch, name, rows[-2:], time.time() - started)
     if models and not args.no_baselines:
         rows += baseline_rows(args, train_set, loaders, plain or next(iter(models.values())))
-        wsol = [r for r in rows if r["row"].endswith("+ F-CAM") and not r["row"].startswith("CAM extractor")]
+        wsol = [r for r in rows if r["row"].endswith("+ F-CAM") and "pxap" in r
+                and not r["row"].startswith("CAM extractor")]
         if wsol:
             best = max(wsol, key=lambda r: r["pxap"])
             rows.append({**best, "row": "best WSOL + F-CAM", "best": best["row"]})
