@@ -7,7 +7,8 @@ few-shot fully-supervised baselines.
 
 * input-level methods: :func:`has` (Hide-and-Seek), :func:`cutmix` (CutMix);
 * building blocks: :class:`ADL`, :func:`acol_erase` (ACoL), :func:`spg_mask` and
-  :func:`spg_loss` (SPG);
+  :func:`spg_loss` (SPG), :func:`eil_mask` (EIL, MEIL), :func:`danet_cosine_loss` and
+  :func:`hierarchy_from_weights` (DANet);
 * :func:`build` turns any CNN classifier into a :class:`WSOLModel` with the method's heads
   and its own CAM rule (``.cams``), :func:`train` trains it with wsolevaluation's recipe;
 * baselines: :func:`center_baseline`, :func:`fsl_baseline`.
@@ -15,7 +16,7 @@ few-shot fully-supervised baselines.
 Example:
     >>> from fcam.wsol import available, build
     >>> available()
-    ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg']
+    ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'eil', 'meil', 'danet']
     >>> built = build(torchvision.models.resnet18(weights=None), "adl", num_classes=3)
     >>> built.cams(torch.rand(1, 3, 64, 64)).shape
     torch.Size([1, 2, 2])
@@ -34,6 +35,9 @@ from fcam.wsol.acol import AcolHeads, acol_erase, acol_loss
 from fcam.wsol.adl import ADL
 from fcam.wsol.augment import cutmix, has
 from fcam.wsol.baselines import center_baseline, few_shot_indices, fsl_baseline
+from fcam.wsol.danet import DANetHeads, danet_cosine_loss
+from fcam.wsol.eil import eil_mask
+from fcam.wsol.hierarchy import hierarchy_from_weights
 from fcam.wsol.model import METHODS, WSOLModel, available, build
 from fcam.wsol.spg import SPG_THRESHOLDS, SPGHeads, spg_loss, spg_mask
 from fcam.wsol.training import MethodOptions, make_optimizer, train, train_step
@@ -43,6 +47,7 @@ __all__ = [
     "METHODS",
     "SPG_THRESHOLDS",
     "AcolHeads",
+    "DANetHeads",
     "MethodOptions",
     "SPGHeads",
     "WSOLModel",
@@ -52,9 +57,12 @@ __all__ = [
     "build",
     "center_baseline",
     "cutmix",
+    "danet_cosine_loss",
+    "eil_mask",
     "few_shot_indices",
     "fsl_baseline",
     "has",
+    "hierarchy_from_weights",
     "make_optimizer",
     "spg_loss",
     "spg_mask",

@@ -11,11 +11,16 @@ method                  heads (new parameters, 10× learning rate in :func:`trai
 ``cutmix``, ``adl``
 ``acol``                two heads conv3×3-1024, conv3×3-1024, conv1×1-C (A, B)       max of the normalised A and B maps
 ``spg``                 conv1×1-C class map + branches B1, B2, C (:class:`SPGHeads`)  the class map
+``eil``, ``meil``       global average pooling + linear; erased copies in training   :math:`\\frac1C\\sum_k w_{ck} A_k`
+                        (:mod:`fcam.wsol.eil`)
+``danet``               ``k`` maps per class per level (:class:`DANetHeads`)          sum of the levels' mean maps
 ======================  ===========================================================  ================================
 
 ADL layers (``adl``) follow the last two stages: the feature layer and the last module of the
 stride before it (:func:`fcam.upscalers.discover_pyramid`'s deepest skip), or the layers named
-in ``adl_layers``. SPG's branch B1 reads that same earlier stage.
+in ``adl_layers``. SPG's branch B1 reads that same earlier stage. EIL erases the input of the last stage and MEIL
+the inputs of the last two (``levels``, :func:`fcam.wsol.eil.default_erase_levels`); DANet's
+parent and root heads read the two stages before the feature layer.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from fcam.core.validation import check_images, check_int
 from fcam.upscalers import discover_pyramid
 from fcam.wsol.acol import AcolHeads
 from fcam.wsol.adl import ADL
+from fcam.wsol.augment import check_probability
+from fcam.wsol.danet import DANetHeads, check_hierarchy
+from fcam.wsol.eil import default_erase_levels, erasing
 from fcam.wsol.spg import SPGHeads
 
 __all__ = ["METHODS", "WSOLModel", "available", "build"]
@@ -42,7 +50,7 @@ __all__ = ["METHODS", "WSOLModel", "available", "build"]
 logger = logging.getLogger(__name__)
 
 #: The WSOL methods, in the order of :func:`available`.
-METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl", "acol", "spg")
+METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl", "acol", "spg", "eil", "meil", "danet")
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
@@ -51,7 +59,7 @@ def available() -> list[str]:
 
     Example:
         >>> available()
-        ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg']
+        ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'eil', 'meil', 'danet']
     """
     return list(METHODS)
 
@@ -97,11 +105,15 @@ class WSOLModel(nn.Module):
         target_layer: ``"backbone.<feature_layer>"``, the layer to give :class:`fcam.FCAM`.
         adl: the ADL modules (``adl`` only), applied after ``adl_layers``.
         heads: the method's new modules (see the module docstring).
+        taps: the stages read besides the feature layer: EIL/MEIL's erased levels (in forward
+            order), DANet's parent and root stages.
+        erase_threshold: EIL/MEIL's :math:`\\gamma`.
     """
 
     def __init__(self, backbone: nn.Module, method: str, feature_layer: str, early_layer: str,
                  heads: nn.Module, adl_layers: Sequence[str] = (),
-                 adl_options: dict[str, float] | None = None) -> None:
+                 adl_options: dict[str, float] | None = None, taps: Sequence[str] = (),
+                 erase_threshold: float = 0.7) -> None:
         super().__init__()
         self.method = method
         self.backbone = backbone
@@ -110,7 +122,9 @@ class WSOLModel(nn.Module):
         self.target_layer = f"backbone.{feature_layer}"
         self.adl_layers = list(adl_layers)
         self.adl = nn.ModuleList(ADL(**(adl_options or {})) for _ in self.adl_layers)
-        self.heads: Any = heads  # AcolHeads, SPGHeads or an nn.Sequential head
+        self.heads: Any = heads  # AcolHeads, SPGHeads, DANetHeads or an nn.Sequential head
+        self.taps = list(taps)
+        self.erase_threshold = erase_threshold
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters created by :func:`build` (trained at 10× the learning rate)."""
@@ -118,6 +132,12 @@ class WSOLModel(nn.Module):
 
     def features(self, images: Tensor, early: bool = False) -> tuple[Tensor, Tensor | None]:
         """Backbone features at the feature layer (and at ``early_layer`` when asked)."""
+        captured = self.tapped(images, [self.early_layer] if early else [])
+        return captured["features"], captured.get(self.early_layer)
+
+    def tapped(self, images: Tensor, taps: Sequence[str] = (), erase: bool = False) -> dict[str, Tensor]:
+        """``{"features": ..., <tap>: ...}``: the feature layer's and the ``taps``' outputs;
+        ``erase=True`` (EIL, MEIL) appends the erased copies at ``self.taps``."""
         modules = dict(self.backbone.named_modules())
         captured: dict[str, Tensor] = {}
         handles = []
@@ -125,17 +145,19 @@ class WSOLModel(nn.Module):
             if adl.training:  # ADL is the identity in eval mode: no hook at all
                 handles.append(modules[layer].register_forward_hook(
                     lambda _m, _i, out, adl=adl: adl(out)))
-        if early:
-            handles.append(modules[self.early_layer].register_forward_hook(
-                lambda _m, _i, out: captured.__setitem__("early", out)))
+        for tap in taps:
+            handles.append(modules[tap].register_forward_hook(
+                lambda _m, _i, out, tap=tap: captured.__setitem__(tap, out)))
 
         def stop(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
             captured["features"] = output
             raise _Stop
 
         handles.append(modules[self.feature_layer].register_forward_hook(stop))
+        layers = self.taps if erase else []
         try:
-            self.backbone(images)
+            with erasing(self.backbone, layers, images.shape[0], self.erase_threshold):
+                self.backbone(images)
         except _Stop:
             pass
         finally:
@@ -143,11 +165,17 @@ class WSOLModel(nn.Module):
                 handle.remove()
         if "features" not in captured:
             raise RuntimeError(f"feature layer {self.feature_layer!r} did not run in the forward")
-        return captured["features"], captured.get("early")
+        return captured
 
     def forward_train(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         """Every output of the method: ``logits`` plus ``logits_b``/``map_a``/``map_b`` (ACoL),
-        ``class_map``/``logits_b1``/``logits_b2``/``logits_c`` (SPG)."""
+        ``class_map``/``logits_b1``/``logits_b2``/``logits_c`` (SPG), ``logits_erased`` (EIL,
+        MEIL: the erased copies' logits, level after level), ``logits_<l>``/``gt_maps`` (DANet)."""
+        if self.method in ("eil", "meil"):
+            logits = self.heads(self.tapped(images, erase=True)["features"])
+            return {"logits": logits[:images.shape[0]], "logits_erased": logits[images.shape[0]:]}
+        if self.method == "danet":
+            return self.heads(self._danet_feats(images), labels)
         feats, early = self.features(images, early=self.method == "spg")
         if self.method == "acol":
             return self.heads(feats, labels, branch_b=True)
@@ -157,6 +185,8 @@ class WSOLModel(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """Class logits ``(B, K)``."""
+        if self.method == "danet":
+            return self.heads(self._danet_feats(images))["logits"]
         feats, _ = self.features(images)
         if self.method == "acol":
             return self.heads(feats, branch_b=False)["logits"]
@@ -173,6 +203,10 @@ class WSOLModel(nn.Module):
         """
         check_images(images)
         with frozen(self, requires_grad=True):
+            if self.method == "danet":
+                feats_l = self._danet_feats(images)
+                wanted_l = None if targets is None else self._targets(targets, images, lambda: None)
+                return self.heads.cams(feats_l, wanted_l).float()
             feats, _ = self.features(images)
             rows = torch.arange(images.shape[0], device=images.device)
             if self.method == "acol":
@@ -187,6 +221,10 @@ class WSOLModel(nn.Module):
             weights = fc.weight[wanted][:, :, None, None]
             return (weights * feats).mean(dim=1).float()
 
+    def _danet_feats(self, images: Tensor) -> list[Tensor]:
+        captured = self.tapped(images, self.taps)
+        return [captured["features"]] + [captured[tap] for tap in self.taps]
+
     def _targets(self, targets: Targets, images: Tensor, logits: Any) -> Tensor:
         num_classes = int(self.num_classes)
         parsed = parse_targets(targets, images.shape[0], num_classes)
@@ -199,6 +237,8 @@ class WSOLModel(nn.Module):
             return int(self.heads.head_a[-1].out_channels)
         if self.method == "spg":
             return int(self.heads.class_map.out_channels)
+        if self.method == "danet":
+            return int(self.heads.num_classes)
         return int(self.heads[-1].out_features)
 
 
@@ -214,6 +254,10 @@ def build(
     adl_drop_rate: float = 0.75,
     adl_drop_threshold: float = 0.9,
     adl_layers: Sequence[str] | None = None,
+    erase_threshold: float = 0.7,
+    levels: Sequence[nn.Module | str] | None = None,
+    k: int = 8,
+    hierarchy: Sequence[Sequence[int]] | None = None,
     seed: int = 0,
 ) -> WSOLModel:
     """Turn a CNN classifier into a WSOL model for ``method`` (heads in the module docstring).
@@ -242,6 +286,13 @@ def build(
         adl_drop_rate, adl_drop_threshold: ADL's options in ``[0, 1]`` (0.75, 0.9).
         adl_layers: dotted names in ``model`` after which ADL runs (default: the last two
             stages).
+        erase_threshold: EIL/MEIL's erasing threshold :math:`\\gamma` in ``[0, 1]`` (0.7).
+        levels: EIL/MEIL's erased layers of ``model`` (default: the input of the last stage for
+            ``eil``, of the last two for ``meil``).
+        k: DANet's maps per class, at least 2 (8).
+        hierarchy: DANet's per-level parent-index lists, class → parent → root (default none:
+            DDA alone); see :func:`fcam.wsol.danet.check_hierarchy` and
+            :func:`fcam.wsol.hierarchy_from_weights`.
         seed: seed of the new heads' initialisation.
 
     Returns:
@@ -258,6 +309,9 @@ def build(
     adl_options = {"drop_rate": adl_drop_rate, "drop_threshold": adl_drop_threshold}
     ADL(**adl_options)  # validates both options for every method
     AcolHeads(1, 1, 1, acol_threshold)  # validates the threshold
+    check_probability(erase_threshold, "erase_threshold")
+    check_int(k, "k", minimum=2)
+    parents = check_hierarchy(hierarchy, num_classes) if key == "danet" else []
     probe = probe_structure(model, input_size, first_conv_channels(model))
     name = _feature_layer(model, probe) if feature_layer is None else resolve_layer(model, feature_layer)[0]
     pyramid = discover_pyramid(model, name, probe=probe)
@@ -269,6 +323,7 @@ def build(
         adl_layers = [early.name, name] if key == "adl" else []
     else:
         adl_layers = [resolve_layer(model, layer)[0] for layer in adl_layers] if key == "adl" else []
+    taps = _taps(model, key, probe, pyramid, levels, len(parents))
     param = next(iter(model.parameters()), None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -276,11 +331,41 @@ def build(
             heads: nn.Module = AcolHeads(channels, num_classes, width, acol_threshold)
         elif key == "spg":
             heads = SPGHeads(early_channels, channels, num_classes, width)
+        elif key == "danet":
+            sizes = [num_classes] + [max(level) + 1 for level in parents]
+            tap_channels = [next(s.channels for s in pyramid.skips if s is not None and s.name == t) for t in taps]
+            heads = DANetHeads([channels, *tap_channels], sizes, k, width, parents)
         else:
             heads = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(channels, num_classes))
     if param is not None:
         heads.to(param.device, param.dtype)
-    built = WSOLModel(copy.deepcopy(model), key, name, early.name, heads, adl_layers, adl_options)
+    built = WSOLModel(copy.deepcopy(model), key, name, early.name, heads, adl_layers, adl_options,
+                      taps, erase_threshold)
     built.train(model.training)
     logger.info("wsol.build: %s on %s (features %s, early stage %s)", key, type(model).__name__, name, early.name)
     return built
+
+
+def _taps(model: nn.Module, key: str, probe: Any, pyramid: Any, levels: Sequence[nn.Module | str] | None,
+          coarser: int) -> list[str]:
+    """EIL/MEIL's erased layers (forward order) or DANet's parent/root stages (deepest first)."""
+    if key == "danet":
+        skips = [s.name for s in pyramid.skips if s is not None]
+        if coarser > len(skips):
+            raise ValueError(f"`hierarchy` has {coarser} levels but `model` has {len(skips)} stage(s) "
+                             "before its feature layer")
+        return skips[:coarser]
+    if key not in ("eil", "meil"):
+        return []
+    if levels is None:
+        return default_erase_levels(model, probe, pyramid, 1 if key == "eil" else 2)
+    if isinstance(levels, (str, nn.Module)) or not levels:
+        raise ValueError("`levels` must be a non-empty list of layers")
+    names = [resolve_layer(model, layer)[0] for layer in levels]
+    order = {e.name: e.order for e in probe.events}
+    head = order[pyramid.head.name]
+    bad = [n for n in names if n not in order or order[n] >= head]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(f"`levels` must be distinct layers that run before the feature layer "
+                         f"{pyramid.head.name!r}, got {names}")
+    return sorted(names, key=order.__getitem__)
