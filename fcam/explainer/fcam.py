@@ -68,7 +68,7 @@ def mix_with_cam(prob: Tensor, cam: Tensor, gamma: float, mix: float) -> Tensor:
 
     Example:
         >>> p, cam = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.5, 0.25]]])
-        >>> mix_with_cam(p, cam, gamma=0.0, mix=0.2)
+        >>> mix_with_cam(p, cam, gamma=0.0, mix=0.2).round(decimals=4)
         tensor([[[0.9000, 0.0500]]])
     """
     flat = cam.flatten(1)
