@@ -239,16 +239,15 @@ def test_evaluate_report_compares_cam_and_checkpoint(
                 self.table = a.get("id") or ""
             if tag == "tr":
                 self.rows.append([])
-            if tag == "td" and self.table == "metrics":
-                self.rows[-1].append(a.get("data-value") or "n/a")
+            if tag == "td" and self.table == "metrics" and self.rows[-1]:
+                self.rows[-1].append(a.get("data-value") or "n/a")  # a value cell
             if tag == "img":
                 self.images.append(a["src"] or "")
 
         def handle_data(self, text: str) -> None:
+            # The label cell of a metrics row, and both cells of a meta row, are text.
             if self.table in ("metrics", "meta") and self.lasttag == "td" and text.strip():
-                if self.table == "metrics" and not self.rows[-1]:
-                    self.rows[-1].append(text)
-                elif self.table == "meta":
+                if self.table == "meta" or not self.rows[-1]:
                     self.rows[-1].append(text)
 
     page = Cells()
