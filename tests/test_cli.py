@@ -246,9 +246,9 @@ def test_evaluate_report_compares_cam_and_checkpoint(
 
         def handle_data(self, text: str) -> None:
             # The label cell of a metrics row, and both cells of a meta row, are text.
-            if self.table in ("metrics", "meta") and self.lasttag == "td" and text.strip():
-                if self.table == "meta" or not self.rows[-1]:
-                    self.rows[-1].append(text)
+            if (self.table in ("metrics", "meta") and self.lasttag == "td" and text.strip()
+                    and (self.table == "meta" or not self.rows[-1])):
+                self.rows[-1].append(text)
 
     page = Cells()
     page.feed((tmp_path / "rep" / "index.html").read_text())

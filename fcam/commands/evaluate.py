@@ -53,19 +53,27 @@ def register(sub: Any) -> None:
 
 
 class _Recorder:
-    """Keeps what the report draws while ``evaluate_localization`` runs: the images and ground
-    truth of the batches (first pass only) and every source's maps, all on the CPU."""
+    """Keeps what the report draws while ``evaluate_localization`` runs: the images (uint8) and
+    ground truth of the batches (first pass only) and every source's maps, all on the CPU (the
+    report needs every map: N x H x W float32 per source)."""
 
     def __init__(self) -> None:
         self.batches: list[dict[str, Any]] = []
         self.maps: dict[str, list[Any]] = {}
         self.logits: list[Any] = []
 
-    def loader(self, loader: Any, record: bool) -> Any:
+    def loader(self, loader: Any, record: bool, spec: Any) -> Any:
+        import torch
+
+        mean = torch.as_tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.as_tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
         for batch in loader:
             if record:
-                self.batches.append({k: batch[k] for k in ("image", "label", "boxes", "mask",
-                                                             "image_id") if k in batch})
+                kept = {k: batch[k] for k in ("label", "boxes", "mask", "image_id") if k in batch}
+                # The pixels as uint8 (a quarter of the float images' memory) for the overlays.
+                pixels = (batch["image"].float().cpu() * std + mean).clamp(0, 1) * 255
+                kept["image"] = pixels.round().to(torch.uint8)
+                self.batches.append(kept)
             yield batch
 
     def map_fn(self, label: str, map_fn: Any, model: Any, record_logits: bool) -> Any:
@@ -106,7 +114,7 @@ class _Recorder:
             args.report, cat("image"), masks=cat("mask"), boxes=boxes,
             maps={label: torch.cat(parts) for label, parts in self.maps.items()},
             title=f"fcam evaluate: {', '.join(s.label for s in sources)}", meta=meta,
-            labels=cat("label"), logits=torch.cat(self.logits), mean=spec.mean, std=spec.std,
+            labels=cat("label"), logits=torch.cat(self.logits),
             image_ids=ids, cam_curve_interval=args.cam_curve_interval,
         )
 
@@ -158,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             map_fn, batches = source.map_fn(), loader
             if recorder is not None:
                 map_fn = recorder.map_fn(source.label, map_fn, model, record_logits=n == 0)
-                batches = recorder.loader(loader, record=n == 0)
+                batches = recorder.loader(loader, record=n == 0, spec=spec)
             rows[source.label] = evaluate_localization(
                 map_fn, model, batches, cam_curve_interval=args.cam_curve_interval,
                 progress=not args.no_progress, desc=source.label,

@@ -84,7 +84,13 @@ def _check_producers(maps: Any, images: torch.Tensor) -> dict[str, torch.Tensor]
         if checked.shape[-2:] != images.shape[-2:]:
             raise ValueError(f"maps[{label!r}] are {tuple(checked.shape[-2:])}, images are "
                              f"{tuple(images.shape[-2:])}")
-        out[label] = checked.detach().float().cpu()
+        values = checked.detach().float().cpu()
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"maps[{label!r}] contains NaN or infinite values")
+        if float(values.min()) < -1e-3 or float(values.max()) > 1 + 1e-3:
+            raise ValueError(f"maps[{label!r}] must lie in [0, 1], got [{float(values.min()):.3g}, "
+                             f"{float(values.max()):.3g}]")
+        out[label] = values.clamp(0, 1)
     return out
 
 

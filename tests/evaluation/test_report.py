@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 pytest.importorskip("matplotlib", reason='the report needs matplotlib (pip install "fcam[report]")')
 
-from fcam.evaluation import COLUMNS, evaluate_localization, write_report  # noqa: E402
-from fcam.evaluation.figures import plateau  # noqa: E402
-from fcam.metrics import box_iou, boxes_at_thresholds, cam_thresholds  # noqa: E402
+from fcam.evaluation import COLUMNS, evaluate_localization, write_report
+from fcam.evaluation.figures import plateau
+from fcam.metrics import box_iou, boxes_at_thresholds, cam_thresholds
 
 N, SIZE, INTERVAL = 10, 48, 0.01
 VOID = {"img", "meta", "br", "hr", "input", "link"}
@@ -126,7 +126,7 @@ def _parse(index: Path) -> _Page:
     return page
 
 
-def _library_scores(data: dict[str, Any], label: str, with_logits: bool = True) -> Any:
+def _library_scores(data: dict[str, Any], label: str, sweeps: bool = False) -> Any:
     maps = data["maps"][label]
     batches = [{"image": data["images"][i:i + 4], "label": data["labels"][i:i + 4],
                 "boxes": data["boxes"][i:i + 4], "mask": data["masks"][i:i + 4]}
@@ -148,8 +148,8 @@ def _library_scores(data: dict[str, Any], label: str, with_logits: bool = True) 
             self.pos += x.shape[0]
             return out
 
-    return evaluate_localization(map_fn, Fixed() if with_logits else None, batches,
-                                 cam_curve_interval=INTERVAL, progress=False)
+    return evaluate_localization(map_fn, Fixed(), batches, cam_curve_interval=INTERVAL,
+                                 progress=False, return_sweeps=sweeps)
 
 
 def test_files_exist_and_html_is_valid(report: Path) -> None:
@@ -211,11 +211,17 @@ def test_plateaus_are_read_off_the_box_curves(report: Path, data: dict[str, Any]
     import json
 
     found = json.loads((report.parent / "report.json").read_text())["plateaus"]
-    curve = _library_scores(data, "F-CAM")  # same maps, same sweep
-    assert set(found) == {"CAM", "F-CAM"} and curve.maxboxacc_v2 is not None
-    for label in found:
-        for iou, p in found[label].items():
-            assert p["lo"] <= p["best_tau"] <= p["hi"] and p["width"] == pytest.approx(p["hi"] - p["lo"])
+    assert set(found) == {"CAM", "F-CAM"}
+    for label, per_iou in found.items():
+        sweeps = _library_scores(data, label, sweeps=True)
+        for iou, p in per_iou.items():
+            curve = sweeps.box_v2.curves[int(iou)]
+            assert (p["lo"], p["hi"]) == plateau(sweeps.box_v2.thresholds, curve)
+            assert p["best"] == float(curve.max())
+            assert p["lo"] <= p["best_tau"] <= p["hi"]
+            assert p["width"] == pytest.approx(p["hi"] - p["lo"])
+    # The near-binary map is flat over a wider range of thresholds than the drifting blob.
+    assert found["F-CAM"]["50"]["width"] > found["CAM"]["50"]["width"] + 0.3
     assert plateau(np.linspace(0, 1, 5), np.array([0, 96, 100, 95.5, 20.0])) == (0.25, 0.75)
 
 
@@ -227,6 +233,12 @@ def test_bad_arguments(data: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="maps\\['CAM'\\]"):
         write_report(tmp_path, data["images"], boxes=data["boxes"],
                      maps={"CAM": data["maps"]["CAM"][:, :10]})
+    with pytest.raises(ValueError, match="maps\\['F-CAM'\\] contains NaN"):
+        write_report(tmp_path, data["images"], boxes=data["boxes"],
+                     maps={"F-CAM": data["maps"]["F-CAM"] * float("nan")})
+    with pytest.raises(ValueError, match="maps\\['CAM'\\] must lie in \\[0, 1\\]"):
+        write_report(tmp_path, data["images"], boxes=data["boxes"],
+                     maps={"CAM": data["maps"]["CAM"] * 3})
     with pytest.raises(ValueError, match="labels and logits"):
         write_report(tmp_path, data["images"], boxes=data["boxes"], maps=data["maps"],
                      labels=data["labels"])
