@@ -107,6 +107,14 @@ def test_demo_quick_end_to_end(
     FCAM.load(out / "fcam-gradcampp.pt", model)
     cached = sorted(p.parent.name for p in (tmp_path / "cache").rglob("*.pt"))
     assert cached == ["classifiers", "fcam", "fcam"]
+    # The HTML report of the same maps: its table is results.json's, its figures exist.
+    assert f"report: {out / 'report' / 'index.html'}" in stdout
+    page = (out / "report" / "index.html").read_text()
+    for label, scores in results.items():
+        row = page.split(f"<tr><td>{label}</td>", 1)[1].split("</tr>", 1)[0]
+        values = [float(part.split('"')[0]) for part in row.split('data-value="')[1:]]
+        assert values == [scores[k] for k in ("pxap", "maxboxacc_v2", "maxboxacc", "top1_loc")]
+    assert (out / "report" / "figures" / "threshold_sensitivity.png").is_file()
 
     # A rerun reuses the cached classifier and F-CAMs and reproduces the numbers exactly.
     code, stdout2, _ = _run(capsys, "demo", "--quick", "--out", str(out), "--no-progress")
