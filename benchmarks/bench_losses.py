@@ -2,7 +2,7 @@
 
 Table 1: milliseconds per batch (forward + backward through the logits) of each loss at
 ``--batch`` x ``--size``², next to a torchvision resnet50 forward + backward on the same batch,
-measured in the same run (CPU, and CUDA when available). Targets (issue 7): CRF <= 3 % and all
+measured in the same run (CPU, and CUDA when available). Targets: CRF <= 3 % and all
 three losses <= 5 % of the resnet50 step on CPU.
 
 Table 2: the dense-CRF loss (forward + backward, one image) at 112², 224², 448², 896²: time

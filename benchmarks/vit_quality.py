@@ -1,4 +1,4 @@
-"""F-CAM on transformers: quality on SyntheticWSOL and speed on vit_b_16 (issue 12's figures).
+"""F-CAM on transformers: quality on SyntheticWSOL and speed on vit_b_16.
 
 Quality: a small ViT (patch 8, ``--depth`` blocks, width ``--vit-width``) and a hierarchical Swin (Swin-T layout:
 embed ``--swin-embed`` (96 = Swin-T), depths 2-2-6-2, heads 3-6-12-24; window 4 at 64 px) are trained **from scratch** on
@@ -13,7 +13,7 @@ interleaved in one run, medians.
     python benchmarks/vit_quality.py                      # everything (CPU: about an hour)
     python benchmarks/vit_quality.py --models vit --skip-speed
 
-Targets (issue 12): classifier accuracy >= 80 %, F-CAM PxAP >= Grad-CAM PxAP + 15 for both
+Targets: classifier accuracy >= 80 %, F-CAM PxAP >= Grad-CAM PxAP + 15 for both
 models, explain time <= 0.5 x pytorch-grad-cam's. Prints one ``RESULT {json}`` line per part.
 """
 

@@ -107,6 +107,14 @@ def test_demo_quick_end_to_end(
     FCAM.load(out / "fcam-gradcampp.pt", model)
     cached = sorted(p.parent.name for p in (tmp_path / "cache").rglob("*.pt"))
     assert cached == ["classifiers", "fcam", "fcam"]
+    # The HTML report of the same maps: its table is results.json's, its figures exist.
+    assert f"report: {out / 'report' / 'index.html'}" in stdout
+    page = (out / "report" / "index.html").read_text()
+    for label, scores in results.items():
+        row = page.split(f"<tr><td>{label}</td>", 1)[1].split("</tr>", 1)[0]
+        values = [float(part.split('"')[0]) for part in row.split('data-value="')[1:]]
+        assert values == [scores[k] for k in ("pxap", "maxboxacc_v2", "maxboxacc", "top1_loc")]
+    assert (out / "report" / "figures" / "threshold_sensitivity.png").is_file()
 
     # A rerun reuses the cached classifier and F-CAMs and reproduces the numbers exactly.
     code, stdout2, _ = _run(capsys, "demo", "--quick", "--out", str(out), "--no-progress")
@@ -200,6 +208,98 @@ def test_evaluate_cam_on_box_layout_matches_library(
     assert written["pxap"] is None
     for key in ("maxboxacc_v2", "maxboxacc", "top1_loc"):
         assert written[key] == pytest.approx(direct[key]), key
+
+
+def test_evaluate_report_compares_cam_and_checkpoint(
+    assets: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--cam and --checkpoint together: one table row each, and a report comparing the two
+    whose numbers are the command's own (and the library's)."""
+    pytest.importorskip("matplotlib")
+    import hashlib
+    from html.parser import HTMLParser
+
+    data = assets["root"] / "boxes"
+    code, stdout, _ = _run(
+        capsys, "evaluate", "--data-root", str(data / "images"), "--metadata",
+        str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]),
+        "--cam", "gradcampp", "--checkpoint", str(assets["fcam"]), "--size", str(SIZE),
+        "--no-progress", "--out", str(tmp_path / "scores.json"), "--report", str(tmp_path / "rep"),
+    )  # fmt: skip
+    assert code == 0
+    assert "gradcampp (interpolated)" in stdout and "F-CAM (fcam.pt)" in stdout
+    assert f"wrote {tmp_path / 'rep' / 'index.html'}" in stdout
+    results = json.loads((tmp_path / "scores.json").read_text())["results"]
+    direct = {"gradcampp (interpolated)": _direct_scores(assets, use_fcam=False),
+              "F-CAM (fcam.pt)": _direct_scores(assets, use_fcam=True)}
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+            self.meta: dict[str, str] = {}
+            self.table = ""
+            self.images: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "table":
+                self.table = a.get("id") or ""
+            if tag == "tr":
+                self.rows.append([])
+            if tag == "td" and self.table == "metrics" and self.rows[-1]:
+                self.rows[-1].append(a.get("data-value") or "n/a")  # a value cell
+            if tag == "img":
+                self.images.append(a["src"] or "")
+
+        def handle_data(self, text: str) -> None:
+            # The label cell of a metrics row, and both cells of a meta row, are text.
+            if (self.table in ("metrics", "meta") and self.lasttag == "td" and text.strip()
+                    and (self.table == "meta" or not self.rows[-1])):
+                self.rows[-1].append(text)
+
+    page = Cells()
+    page.feed((tmp_path / "rep" / "index.html").read_text())
+    metrics = {r[0]: r[1:] for r in page.rows if len(r) == 5}
+    assert list(metrics) == ["gradcampp (interpolated)", "F-CAM (fcam.pt)"]
+    for label, cells in metrics.items():
+        for cell, key in zip(cells, ("pxap", "maxboxacc_v2", "maxboxacc", "top1_loc"), strict=True):
+            expected = results[label][key]
+            assert (cell == "n/a") if expected is None else float(cell) == expected, (label, key)
+            if expected is not None:
+                assert expected == pytest.approx(direct[label][key]), (label, key)
+    meta = {r[0]: r[1] for r in page.rows if len(r) == 2}
+    digest = hashlib.sha256(assets["fcam"].read_bytes()).hexdigest()
+    assert meta["checkpoint sha256"] == digest and meta["layer"] == "layer4"
+    for src in page.images:
+        assert (tmp_path / "rep" / src).is_file()
+    assert (tmp_path / "rep" / "figures" / "threshold_sensitivity.png").is_file()
+
+
+def test_evaluate_report_without_matplotlib_stops_at_once(
+    assets: dict[str, Path], tmp_path: Path
+) -> None:
+    data = assets["root"] / "boxes"
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from fcam.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "evaluate", "--data-root", str(data / "images"),
+         "--metadata", str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]),
+         "--cam", "gradcampp", "--report", str(tmp_path / "rep")],
+        check=False, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    _assert_one_line_error(proc.returncode, proc.stderr, 'pip install "fcam[report]"')
+    assert proc.stdout == "" and not (tmp_path / "rep").exists()
+
+
+def test_evaluate_needs_a_map_producer(
+    assets: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = assets["root"] / "boxes"
+    code, _, err = _run(capsys, "evaluate", "--data-root", str(data / "images"), "--metadata",
+                        str(data / "metadata" / "test"), "--classifier", str(assets["classifier"]))
+    _assert_one_line_error(code, err, "--cam NAME, --checkpoint FILE, or both")
 
 
 def test_explain_writes_overlays(

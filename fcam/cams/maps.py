@@ -28,7 +28,7 @@ def normalize(maps: Tensor, eps: float = 1e-8) -> Tensor:
     (never NaN), because its numerator is exactly zero.
 
     Example:
-        >>> normalize(torch.tensor([[[1.0, 3.0], [2.0, 5.0]]]))
+        >>> normalize(torch.tensor([[[1.0, 3.0], [2.0, 5.0]]])).round(decimals=4)
         tensor([[[0.0000, 0.5000],
                  [0.2500, 1.0000]]])
 
@@ -117,7 +117,7 @@ def cam_to_size(maps: Tensor, size: int | Sequence[int]) -> Tensor:
     cell. Bilinear (not bicubic) never overshoots, so no clamping is needed.
 
     Example:
-        >>> cam_to_size(torch.tensor([[[0.0, 2.0]]]), (1, 4))
+        >>> cam_to_size(torch.tensor([[[0.0, 2.0]]]), (1, 4)).round(decimals=4)
         tensor([[[0.0000, 0.2500, 0.7500, 1.0000]]])
 
     Args:

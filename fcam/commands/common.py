@@ -201,9 +201,13 @@ def add_dataset_args(p: argparse.ArgumentParser, *, metadata_required: bool = Fa
     )
 
 
-def add_method_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """``--checkpoint`` (a fitted F-CAM) or ``--cam`` (an interpolated CAM method)."""
-    method = p.add_mutually_exclusive_group(required=required)
+def add_method_args(
+    p: argparse.ArgumentParser, *, required: bool = True, exclusive: bool = True
+) -> None:
+    """``--checkpoint`` (a fitted F-CAM) or ``--cam`` (an interpolated CAM method); with
+    ``exclusive=False`` both may be given (the command checks that one is)."""
+    method = (p.add_mutually_exclusive_group(required=required) if exclusive
+              else p.add_argument_group("map producers (one or both)"))
     method.add_argument(
         "--checkpoint", type=Path, metavar="FILE", help="fitted F-CAM (fcam fit / FCAM.save)"
     )

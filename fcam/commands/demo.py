@@ -118,5 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"classifier test accuracy: {result.classifier_accuracy:.1f}%")
     print(f"wrote {result.files['markdown']}, {result.files['json']}", end="")
     print(f", {result.files['grid']}" if "grid" in result.files else "")
+    if "report" in result.files:
+        print(f"report: {result.files['report']}")
     print(f"total time: {result.timings['total']:.0f} s")
     return 0

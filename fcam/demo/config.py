@@ -53,6 +53,8 @@ class DemoConfig:
         device: ``None`` picks CUDA when available.
         cache: reuse cached classifier and F-CAM weights.
         progress: tqdm progress bars.
+        report: write the HTML evaluation report to ``out_dir/report``
+            (:func:`fcam.evaluation.write_report`; skipped with a warning without matplotlib).
     """
 
     out_dir: Path = Path("fcam-demo")
@@ -73,6 +75,7 @@ class DemoConfig:
     device: str | None = None
     cache: bool = True
     progress: bool = True
+    report: bool = True
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:

@@ -9,8 +9,9 @@ Steps (each with a progress bar):
 4. evaluate the interpolated CAM (bilinear upsampling, then min-max normalisation) and the
    F-CAM foreground probability on the test split (GT-known, in the image frame):
    PxAP, MaxBoxAccV2, MaxBoxAcc (v1) and top-1 localisation;
-5. print the table and write ``results.json``, ``results.md``, per-image overlays and a
-   comparison grid (image, ground truth, interpolated CAM, F-CAM) to the output folder.
+5. print the table and write ``results.json``, ``results.md``, per-image overlays, a
+   comparison grid (image, ground truth, interpolated CAM, F-CAM) and the HTML evaluation
+   report (``report/index.html``, :func:`fcam.evaluation.write_report`) to the output folder.
 
 Example:
     >>> from fcam.demo import DemoConfig, run_demo
@@ -180,12 +181,24 @@ class _Run:
         default_factory=list
     )
     shown: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    # Every test map per producer, on the CPU, for the report (None: no report).
+    recorded: dict[str, list[torch.Tensor]] | None = None
     checkpoints: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     def evaluate(
         self, map_fn: Any, label: str, show: tuple[torch.Tensor, torch.Tensor] | None
     ) -> LocalizationScores:
         tick = time.perf_counter()
+        plain = map_fn
+        if self.recorded is not None:
+            parts = self.recorded[label] = []
+
+            def recording(images: torch.Tensor, labels: torch.Tensor, inner: Any = map_fn) -> Any:
+                maps = inner(images, labels)
+                parts.append(maps.detach().float().cpu())
+                return maps
+
+            map_fn = recording
         scores = evaluate_localization(
             map_fn,
             self.model,
@@ -196,7 +209,7 @@ class _Run:
             desc=f"evaluate {label}",
         )
         if show is not None:
-            self.shown[label] = map_fn(*show).cpu()
+            self.shown[label] = plain(*show).cpu()
         self.timings[f"evaluate {label}"] = time.perf_counter() - tick
         return scores
 
@@ -216,6 +229,38 @@ class _Run:
         self.rows[name] = base
         self.rows[f"{name} + F-CAM"] = fitted
         self.pairs.append((name, base, fitted))
+
+
+def _write_html_report(run: _Run, accuracy: float) -> Path | None:
+    """``out_dir/report/index.html`` from the recorded test maps (the same maps as the table)."""
+    from fcam.core import model_logits
+    from fcam.evaluation import write_report
+
+    assert run.recorded is not None
+    batches = list(DataLoader(run.test, batch_size=run.config.eval_batch_size))
+    with torch.no_grad():
+        logits = torch.cat([model_logits(run.model(b["image"].to(run.device)), None).cpu()
+                            for b in batches])
+    meta = {"model": "resnet18 (trained from scratch by the demo)", "layer": TARGET_LAYER,
+            "data": f"SyntheticWSOL test split, seed {run.config.seed}",
+            "classifier accuracy": f"{accuracy:.1f} %"}
+    for cam, path in run.checkpoints.items():
+        meta[f"checkpoint ({cam})"] = f"{path.name} sha256 {_sha256(path)}"
+    return write_report(
+        run.out_dir / "report", torch.cat([b["image"] for b in batches]),
+        masks=torch.cat([b["mask"] for b in batches]).float(),
+        boxes=[box[None] for b in batches for box in b["box"]],
+        maps={label: torch.cat(parts) for label, parts in run.recorded.items()},
+        title="fcam demo: interpolated CAMs against F-CAM", meta=meta,
+        labels=torch.cat([b["label"] for b in batches]), logits=logits,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, cam_curve_interval=run.config.cam_curve_interval,
+    )
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_reports(run: _Run, accuracy: float, files: dict[str, Any]) -> list[str]:
@@ -279,6 +324,14 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     logger.info("classifier test accuracy %.1f%%", accuracy)
 
     run = _Run(config, device, model, train, test, out_dir, timings)
+    if config.report:
+        from fcam.evaluation.figures import MATPLOTLIB_MISSING, require_matplotlib
+
+        try:
+            require_matplotlib()
+            run.recorded = {}
+        except ImportError:
+            logger.warning("skipping report/: %s", MATPLOTLIB_MISSING)
     n_show = min(config.num_examples, len(test))
     show = None
     if n_show:
@@ -295,6 +348,10 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     }
     if n_show:
         files.update(_write_visuals(run.shown, test, n_show, out_dir))
+    if run.recorded is not None:
+        tick = time.perf_counter()
+        files["report"] = str(_write_html_report(run, accuracy))
+        timings["report"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - t0
     gains = _write_reports(run, accuracy, files)
     return DemoResult(run.rows, format_table(run.rows), gains, accuracy, files, timings)

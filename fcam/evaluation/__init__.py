@@ -5,7 +5,9 @@
   any classifier;
 * :func:`cam_map_fn` (the interpolated-CAM baseline, through :func:`fcam.cams.cam_to_size`)
   and :func:`fcam_map_fn` (a fitted :class:`fcam.FCAM`);
-* :func:`format_table`, :func:`results_json`, :func:`gain_lines`: reports.
+* :func:`format_table`, :func:`results_json`, :func:`gain_lines`: reports;
+* :func:`write_report`: an HTML page with the metrics, the threshold-sensitivity and
+  precision-recall curves and failure galleries (needs ``pip install "fcam[report]"``).
 
 Example:
     >>> from fcam import cams
@@ -16,18 +18,21 @@ Example:
 
 from __future__ import annotations
 
-from fcam.evaluation.localization import LocalizationScores, MapFn, evaluate_localization
+from fcam.evaluation.localization import LocalizationScores, MapFn, Sweeps, evaluate_localization
 from fcam.evaluation.maps import cam_map_fn, fcam_map_fn
+from fcam.evaluation.page import write_report
 from fcam.evaluation.report import COLUMNS, format_table, gain_lines, results_json
 
 __all__ = [
     "COLUMNS",
     "LocalizationScores",
     "MapFn",
+    "Sweeps",
     "cam_map_fn",
     "evaluate_localization",
     "fcam_map_fn",
     "format_table",
     "gain_lines",
     "results_json",
+    "write_report",
 ]

@@ -22,16 +22,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
 
 from fcam.core import OutputFn, check_maps, check_number, frozen, model_device, model_logits
 from fcam.core.progress import progress_bar
-from fcam.metrics import BoxEvaluator, MaskEvaluator
+from fcam.metrics import BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
 
-__all__ = ["LocalizationScores", "MapFn", "evaluate_localization"]
+__all__ = ["LocalizationScores", "MapFn", "Sweeps", "evaluate_localization"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,25 @@ class LocalizationScores:
     def to_dict(self) -> dict[str, Any]:
         """The scores and settings as a JSON-serialisable dict."""
         return asdict(self)
+
+
+@dataclass
+class Sweeps:
+    """The threshold sweeps behind :class:`LocalizationScores`, for plotting the same numbers.
+
+    Attributes:
+        scores: the headline numbers, read off the three results below.
+        box_v2: MaxBoxAccV2's :class:`~fcam.metrics.BoxResult` (BoxAcc(τ) at IoU 30/50/70,
+            each image's best IoU); ``None`` without boxes.
+        box_v1: MaxBoxAcc's (largest contour, IoU 50, top-1 curves); ``None`` without boxes.
+        masks: PxAP's :class:`~fcam.metrics.MaskResult` (the precision-recall curve);
+            ``None`` without masks.
+    """
+
+    scores: LocalizationScores
+    box_v2: BoxResult | None
+    box_v1: BoxResult | None
+    masks: MaskResult | None
 
 
 def _boxes(batch: Mapping[str, Any]) -> Any:
@@ -141,16 +160,18 @@ class _Evaluators:
         self.count += labels.shape[0]
         self.frame = f"{maps.shape[-2]}x{maps.shape[-1]} (image size)"
 
-    def scores(self, with_classifier: bool) -> LocalizationScores:
+    def sweeps(self, with_classifier: bool) -> Sweeps:
         if self.count == 0:
             raise ValueError("loader yielded no batch")
         if not (self.seen["boxes"] or self.seen["masks"]):
             raise ValueError("batches carry neither boxes ('box'/'boxes') nor masks ('mask')")
         v1 = self.box_v1.compute() if self.seen["boxes"] else None
+        v2 = self.box_v2.compute() if self.seen["boxes"] else None
+        masks = self.masks.compute() if self.seen["masks"] else None
         top1 = v1.top1_loc[50] if v1 is not None and v1.top1_loc is not None else None
-        return LocalizationScores(
-            pxap=self.masks.compute().value if self.seen["masks"] else None,
-            maxboxacc_v2=self.box_v2.compute().value if self.seen["boxes"] else None,
+        scores = LocalizationScores(
+            pxap=masks.value if masks is not None else None,
+            maxboxacc_v2=v2.value if v2 is not None else None,
             maxboxacc=v1.value if v1 is not None else None,
             top1_loc=top1,
             classification_acc=100.0 * self.correct / self.count if with_classifier else None,
@@ -162,6 +183,25 @@ class _Evaluators:
                 "frame": self.frame,
             },
         )
+        return Sweeps(scores, v2, v1, masks)
+
+
+@overload
+def evaluate_localization(
+    map_fn: MapFn, model: nn.Module | None, loader: Iterable[Mapping[str, Any]], *,
+    device: torch.device | str | None = ..., cam_curve_interval: float = ...,
+    output_fn: OutputFn | None = ..., progress: bool = ..., desc: str = ...,
+    return_sweeps: Literal[False] = ...,
+) -> LocalizationScores: ...
+
+
+@overload
+def evaluate_localization(
+    map_fn: MapFn, model: nn.Module | None, loader: Iterable[Mapping[str, Any]], *,
+    device: torch.device | str | None = ..., cam_curve_interval: float = ...,
+    output_fn: OutputFn | None = ..., progress: bool = ..., desc: str = ...,
+    return_sweeps: Literal[True],
+) -> Sweeps: ...
 
 
 def evaluate_localization(
@@ -174,7 +214,8 @@ def evaluate_localization(
     output_fn: OutputFn | None = None,
     progress: bool = True,
     desc: str = "evaluate",
-) -> LocalizationScores:
+    return_sweeps: bool = False,
+) -> LocalizationScores | Sweeps:
     """Evaluate ``map_fn`` on every batch of ``loader``.
 
     Example:
@@ -191,9 +232,10 @@ def evaluate_localization(
         output_fn: maps the model output to logits (see :func:`fcam.core.model_logits`).
         progress: show a tqdm bar.
         desc: the bar's label.
+        return_sweeps: return the :class:`Sweeps` (scores plus the curves behind them).
 
     Returns:
-        The scores, with the settings used.
+        The scores, with the settings used (or their :class:`Sweeps`).
 
     Raises:
         TypeError: ``map_fn`` is not callable, ``model`` is not a module, bad batches.
@@ -215,4 +257,5 @@ def evaluate_localization(
         maps = _check_maps(map_fn(images, labels), images)
         logits = _logits(model, images, output_fn) if model is not None else None
         evaluators.update(batch, maps, labels, logits)
-    return evaluators.scores(with_classifier=model is not None)
+    sweeps = evaluators.sweeps(with_classifier=model is not None)
+    return sweeps if return_sweeps else sweeps.scores

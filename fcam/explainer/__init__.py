@@ -27,6 +27,9 @@ Example:
 The package is split by job:
 
 - :mod:`fcam.explainer.fcam`: the :class:`FCAM` class (construction, explain, save/load).
+- :mod:`fcam.explainer.forward`: the forward pieces it composes (features, seed CAM, decoding,
+  :func:`mix_with_cam`).
+- :mod:`fcam.explainer.persistence`: what ``save`` writes and ``load`` rebuilds.
 - :mod:`fcam.explainer.config`: :class:`FCAMConfig` / :class:`SeedOptions`, the one definition
   of the options that the constructor, ``save`` and ``load`` derive from.
 - :mod:`fcam.explainer.trainer`: the epoch loop, DDP, AMP, RNG state and exact resume.

@@ -31,7 +31,7 @@ CRF_REFERENCE_PIXELS = 224 * 224
 #: the unnormalised CRF (mean affinity ≈ 0.1) it is ~15× weaker than the first default 3e-8,
 #: which let the CRF dominate the seeds and run away to all-foreground on cluttered backgrounds;
 #: 1e-9 left blobs larger than the objects after fit's default 10 epochs, and 3e-9 shrinks the
-#: maps below the objects. Measurements in docs/concepts/fcam.md (issue 11).
+#: maps below the objects. Measurements in docs/notes/crf_weight.md.
 DEFAULT_REFERENCE_CRF_WEIGHT = 2e-9
 
 

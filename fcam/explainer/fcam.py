@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 
 from fcam.cams import available as available_cams
-from fcam.cams import cam_to_size
 from fcam.cams import create as create_cam
 from fcam.core.hooks import capture_features
 from fcam.core.layers import (
@@ -22,19 +21,16 @@ from fcam.core.layers import (
     probe_structure,
     resolve_layer,
 )
-from fcam.core.references import import_reference, reference_of
+from fcam.core.references import reference_of
 from fcam.core.state import frozen, model_device, model_dtype
 from fcam.core.targets import Targets, parse_targets
 from fcam.core.tokens import default_target_layer
-from fcam.core.validation import check_images, check_maps, check_number, check_stats
+from fcam.core.validation import check_images, check_number, check_stats
+from fcam.explainer import forward, persistence
 from fcam.explainer.adapters import CamFn, wrap_cam
-from fcam.explainer.checkpoint import (
-    classifier_fingerprint,
-    fingerprint_mismatch,
-    read_checkpoint,
-    write_checkpoint,
-)
+from fcam.explainer.checkpoint import write_checkpoint
 from fcam.explainer.config import FCAMConfig
+from fcam.explainer.forward import mix_with_cam
 from fcam.explainer.trainer import (
     DEFAULT_LR,
     DEFAULT_LR_SCHEDULE,
@@ -43,39 +39,14 @@ from fcam.explainer.trainer import (
     checkpoint_path,
 )
 from fcam.losses import DenseCRFLoss, FCAMLoss, SeedLoss, SizeLoss
-from fcam.upscalers import Pyramid, build_upscaler, decoder_name, default_widths, discover_pyramid
+from fcam.upscalers import build_upscaler, decoder_name, default_widths, discover_pyramid
 
-__all__ = ["FCAM", "NotFittedError"]
+__all__ = ["FCAM", "NotFittedError", "mix_with_cam"]
 
 logger = logging.getLogger(__name__)
 
-# Key of the input images in the feature dicts handed to decode() (no module has this name);
-# decoders with ``needs_images = True`` (image guidance, fcam.upscalers.DPTDecoder) read them.
-_IMAGES = "<images>"
-# Key of the explained class per image, read by a class-conditional head (config.class_head).
-_CLASSES = "<classes>"
-
-
 class NotFittedError(ValueError, RuntimeError):
     """Raised when :meth:`FCAM.explain` runs before :meth:`FCAM.fit` or :meth:`FCAM.load`."""
-
-
-def mix_with_cam(prob: Tensor, cam: Tensor, gamma: float, mix: float) -> Tensor:
-    r"""The map :meth:`FCAM.explain` returns: :math:`(1-\alpha)\, p \cdot \mathrm{cam}^{\gamma}
-    + \alpha\, \mathrm{cam}` (:math:`\alpha` = ``mix``), per image ``p`` alone where the CAM is
-    constant (e.g. all zero when the class-weighted sum is negative everywhere): such a CAM
-    ranks nothing and would erase or shift the map.
-
-    Example:
-        >>> p, cam = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.5, 0.25]]])
-        >>> mix_with_cam(p, cam, gamma=0.0, mix=0.2)
-        tensor([[[0.9000, 0.0500]]])
-    """
-    flat = cam.flatten(1)
-    constant = (flat.amax(1) <= flat.amin(1)).view(-1, *([1] * (cam.ndim - 1)))
-    weighted = prob * cam.pow(gamma) if gamma > 0 else prob
-    mixed = torch.lerp(weighted, cam, mix) if mix > 0 else weighted
-    return torch.where(constant, prob, mixed)
 
 
 class FCAM:
@@ -217,10 +188,7 @@ class FCAM:
     ) -> dict[str, Tensor]:
         """``feats`` plus what :meth:`decode` reads besides them: the input ``images`` (for
         image-guided decoders) and the explained class of each image (for the class head)."""
-        out = {**feats, _IMAGES: images.detach()}
-        if classes is not None:
-            out[_CLASSES] = classes.to(images.device)
-        return out
+        return forward.attach_inputs(feats, images, classes)
 
     def cam_and_features(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Seed CAM in [0, 1] at input size, plus the pyramid features.
@@ -232,22 +200,7 @@ class FCAM:
         Raises:
             ValueError: no seed CAM (a loaded custom one), or a CAM of the wrong shape.
         """
-        if self.cam_fn is None:
-            raise ValueError(
-                "this FCAM has no seed cam (it was fitted with a custom callable that cannot be "
-                "imported); pass cam= to FCAM.load, or explain with cam_mix=0, "
-                "cam_exponent=0 and return_cam=False"
-            )
-        with_features = getattr(self.cam_fn, "with_features_and_targets", None)
-        if callable(with_features):
-            raw, feats, classes = with_features(images, targets, self.pyramid.names)
-            feats = self.attach_inputs(feats, images, classes)
-        else:
-            raw = self.cam_fn(images, targets)
-            feats = self.features(images, targets)  # a fresh dict, with the images and classes
-        raw = check_maps(torch.as_tensor(raw, device=images.device), images.shape[0], "cam output")
-        raw = torch.nan_to_num(raw.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        return cam_to_size(raw, tuple(images.shape[-2:])), feats
+        return forward.cam_and_features(self, images, targets)
 
     def decode(self, decoder: nn.Module, feats: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:
         """Decoder logits ``(B, 2, H, W)`` from captured pyramid features.
@@ -257,19 +210,7 @@ class FCAM:
         decoder with ``needs_images = True`` also gets ``images=`` (the classifier's input,
         stored in ``feats`` by :meth:`features` and :meth:`cam_and_features`).
         """
-        head, skips = self.pyramid.maps(feats, size)
-        extra: dict[str, Tensor | None] = {}
-        if getattr(getattr(decoder, "module", decoder), "needs_images", False):
-            extra["images"] = feats.get(_IMAGES)
-        if self.config.class_head:
-            if feats.get(_CLASSES) is None:
-                raise ValueError(
-                    "this F-CAM has a class head (class_head=True): decode needs features from "
-                    "features(images, targets) or cam_and_features(images, targets), which record "
-                    "the explained classes"
-                )
-            extra["classes"] = feats[_CLASSES]
-        return decoder(head, skips, size, **extra)
+        return forward.decode(self, decoder, feats, size)
 
     # ------------------------------------------------------------------ explain
     @overload
@@ -445,21 +386,11 @@ class FCAM:
     # ------------------------------------------------------------------ persistence
     def payload(self) -> dict[str, Any]:
         """The checkpoint content (:mod:`fcam.explainer.checkpoint`) without training state."""
-        return {
-            "config": self.config.to_dict(),
-            "pyramid": self.pyramid.to_dict(),
-            "fingerprint": classifier_fingerprint(self.model),
-            "decoder": {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()},
-            "history": self.history,
-        }
+        return persistence.payload(self)
 
     def check_compatible(self, payload: Mapping[str, Any], path: Path | str) -> None:
         """Raise ``ValueError`` unless ``payload`` was trained for this classifier and pyramid."""
-        mismatch = fingerprint_mismatch(payload["fingerprint"], self.model)
-        if mismatch:
-            raise ValueError(f"checkpoint {str(path)!r} was trained for another classifier: {mismatch}")
-        if Pyramid.from_dict(payload["pyramid"]) != self.pyramid:
-            raise ValueError(f"checkpoint {str(path)!r} uses another feature pyramid")
+        persistence.check_compatible(self, payload, path)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write decoder weights, configuration and classifier fingerprint to one file (atomic).
@@ -501,34 +432,5 @@ class FCAM:
         Raises:
             ValueError: missing, corrupt or foreign file, or a mismatching classifier.
         """
-        payload = read_checkpoint(path)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        mismatch = fingerprint_mismatch(payload["fingerprint"], model)
-        if mismatch:
-            raise ValueError(f"checkpoint {str(path)!r} was trained for another classifier: {mismatch}")
-        config = FCAMConfig.from_dict(payload["config"]).replace(**overrides)
-        if cam is None:
-            cam = config.cam or _import_or_none(config.cam_ref, "cam")
-        if output_fn is None:
-            output_fn = _import_or_none(config.output_fn_ref, "output_fn")
-        fc = cls(model, config.target_layer, cam, config.upscaler, skips=config.skips,
-                 output_fn=output_fn, config=config)
-        fc.check_compatible(payload, str(path))
-        try:
-            fc.decoder.load_state_dict(payload["decoder"])
-        except RuntimeError as exc:
-            raise ValueError(f"checkpoint {str(path)!r}: decoder weights do not fit: {exc}") from None
-        fc.history = list(payload.get("history", []))
-        fc.fitted = True
-        return fc
+        return persistence.load(cls, path, model, cam, output_fn, overrides)
 
-
-def _import_or_none(reference: str | None, what: str) -> Any:
-    if reference is None:
-        return None
-    try:
-        return import_reference(reference)
-    except ValueError as exc:
-        logger.warning("cannot restore the saved %s (%s); pass %s= to FCAM.load", what, exc, what)
-        return None

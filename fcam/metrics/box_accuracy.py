@@ -52,6 +52,10 @@ class BoxResult:
         top1_curves / top5_curves: the matching per-threshold curves (or ``None``).
         num_images: images evaluated.
         settings: the protocol options used (version, interval, IoU thresholds).
+        image_iou: per image, in update order, the best IoU over all thresholds (the same
+            sweep as ``curves``); the failure gallery of :func:`fcam.evaluation.write_report`
+            ranks images by it.
+        image_tau: per image, the (first) threshold reaching ``image_iou``.
     """
 
     value: float
@@ -66,6 +70,8 @@ class BoxResult:
     top5_curves: dict[int, np.ndarray] | None
     num_images: int
     settings: dict[str, Any] = field(default_factory=dict)
+    image_iou: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    image_tau: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def gt_known_loc(self) -> dict[int, float]:
@@ -189,6 +195,8 @@ class BoxEvaluator:
         self._correct_top5 = np.zeros(shape, dtype=np.int64)
         self._count = 0
         self._with_logits: bool | None = None
+        self._image_iou: list[float] = []
+        self._image_tau: list[float] = []
 
     def update(
         self,
@@ -219,6 +227,9 @@ class BoxEvaluator:
         for i in range(count):
             best = best_iou_per_threshold(quantised[i], gt[i], self.thresholds, multi)
             correct = best[None, :] >= levels
+            top = int(np.argmax(best))
+            self._image_iou.append(float(best[top]))
+            self._image_tau.append(float(self.thresholds[top]))
             self._correct += correct
             if hits is not None:
                 self._correct_top1 += correct & hits[0][i]
@@ -294,6 +305,8 @@ class BoxEvaluator:
                 "iou_thresholds": list(self.iou_thresholds),
                 "multi_contour": self.version == 2,
             },
+            image_iou=np.asarray(self._image_iou, dtype=np.float64),
+            image_tau=np.asarray(self._image_tau, dtype=np.float64),
         )
 
 

@@ -192,3 +192,31 @@ def test_fcam_map_fn_calls_explain_without_grad() -> None:
     out = fcam_map_fn(Explainer())(images, torch.tensor([1, 2]))
     torch.testing.assert_close(out, images[:, 0].sigmoid())
     assert seen["grad"] is False and seen["targets"].tolist() == [1, 2]
+
+
+def test_return_sweeps_gives_the_curves_behind_the_scores(dataset: SyntheticWSOL) -> None:
+    """The Sweeps hold the evaluators' own results: the scores are read off their curves."""
+    from fcam.metrics import BoxEvaluator, MaskEvaluator
+
+    loader = DataLoader(dataset, batch_size=4)
+    blur = torch.nn.AvgPool2d(7, 1, 3)
+
+    def smooth(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return blur(x.mean(1, keepdim=True))[:, 0].sigmoid()
+
+    plain = _evaluate(smooth, _ConstantLogits(), loader)
+    sweeps = _evaluate(smooth, _ConstantLogits(), loader, return_sweeps=True)
+    assert sweeps.scores == plain
+    assert sweeps.box_v2 is not None and sweeps.box_v1 is not None and sweeps.masks is not None
+    assert plain.maxboxacc_v2 == pytest.approx(
+        sum(float(c.max()) for c in sweeps.box_v2.curves.values()) / 3)
+    assert plain.maxboxacc == float(sweeps.box_v1.curves[50].max())
+    # The same numbers as the metrics' evaluators fed directly.
+    masks, boxes = MaskEvaluator(0.01), BoxEvaluator(2, cam_curve_interval=0.01)
+    for batch in loader:
+        maps = smooth(batch["image"], batch["label"])
+        masks.update(maps, batch["mask"])
+        boxes.update(maps, batch["box"][:, None])
+    assert sweeps.masks.value == masks.compute().value == plain.pxap
+    assert (sweeps.box_v2.image_iou == boxes.compute().image_iou).all()
+    assert len(sweeps.box_v2.image_iou) == len(dataset)

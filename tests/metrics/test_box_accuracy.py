@@ -399,3 +399,21 @@ def test_box_partly_outside_is_scored_as_the_protocol_does() -> None:
     maps[0, 4:, 4:] = 1
     assert maxboxacc(maps, [np.array([[4, 4, 20, 20]])]) == 0.0
     assert maxboxacc(maps, [np.array([[4, 4, 7, 7]])]) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_per_image_best_iou_equals_brute_force(version):
+    """image_iou / image_tau: the best IoU of each image over the same threshold sweep."""
+    maps, boxes = _random_maps(3)
+    interval = 0.01
+    ev = BoxEvaluator(version=version, cam_curve_interval=interval)
+    ev.update(maps[:2], boxes[:2])
+    ev.update(maps[2:], boxes[2:])  # accumulated in update order across batches
+    result = ev.compute()
+    taus = list(np.arange(0, 1, interval))
+    for i, (scoremap, gts) in enumerate(zip(maps, boxes, strict=True)):
+        per_tau = [max(_reference_iou(b, g) for b in _reference_boxes(scoremap, tau, version == 2)
+                       for g in gts) for tau in taus]
+        assert result.image_iou[i] == pytest.approx(max(per_tau), abs=1e-9)
+        assert result.image_tau[i] == pytest.approx(taus[int(np.argmax(per_tau))], abs=1e-9)
+    assert len(result.image_iou) == len(maps) and len(set(result.image_iou.round(6))) > 2
