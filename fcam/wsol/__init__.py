@@ -8,6 +8,8 @@ few-shot fully-supervised baselines.
 * input-level methods: :func:`has` (Hide-and-Seek), :func:`cutmix` (CutMix);
 * building blocks: :class:`ADL`, :func:`acol_erase` (ACoL), :func:`spg_mask` and
   :func:`spg_loss` (SPG);
+* two-stage and box methods: :class:`SPOLModel` with :func:`spol_pseudo_mask` (SPOL),
+  :class:`CSTNModel` with its :class:`ConvSTN` head (CSTN);
 * :func:`build` turns any CNN classifier into a :class:`WSOLModel` with the method's heads
   and its own CAM rule (``.cams``), :func:`train` trains it with wsolevaluation's recipe;
 * baselines: :func:`center_baseline`, :func:`fsl_baseline`.
@@ -15,7 +17,7 @@ few-shot fully-supervised baselines.
 Example:
     >>> from fcam.wsol import available, build
     >>> available()
-    ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg']
+    ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'spol', 'cstn']
     >>> built = build(torchvision.models.resnet18(weights=None), "adl", num_classes=3)
     >>> built.cams(torch.rand(1, 3, 64, 64)).shape
     torch.Size([1, 2, 2])
@@ -34,8 +36,10 @@ from fcam.wsol.acol import AcolHeads, acol_erase, acol_loss
 from fcam.wsol.adl import ADL
 from fcam.wsol.augment import cutmix, has
 from fcam.wsol.baselines import center_baseline, few_shot_indices, fsl_baseline
+from fcam.wsol.cstn import ConvSTN, CSTNModel
 from fcam.wsol.model import METHODS, WSOLModel, available, build
 from fcam.wsol.spg import SPG_THRESHOLDS, SPGHeads, spg_loss, spg_mask
+from fcam.wsol.spol import MFFHead, SPOLModel, spol_pseudo_mask
 from fcam.wsol.training import MethodOptions, make_optimizer, train, train_step
 
 __all__ = [
@@ -43,8 +47,12 @@ __all__ = [
     "METHODS",
     "SPG_THRESHOLDS",
     "AcolHeads",
+    "CSTNModel",
+    "ConvSTN",
+    "MFFHead",
     "MethodOptions",
     "SPGHeads",
+    "SPOLModel",
     "WSOLModel",
     "acol_erase",
     "acol_loss",
@@ -58,6 +66,7 @@ __all__ = [
     "make_optimizer",
     "spg_loss",
     "spg_mask",
+    "spol_pseudo_mask",
     "train",
     "train_step",
 ]

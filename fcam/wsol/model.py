@@ -42,7 +42,7 @@ __all__ = ["METHODS", "WSOLModel", "available", "build"]
 logger = logging.getLogger(__name__)
 
 #: The WSOL methods, in the order of :func:`available`.
-METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl", "acol", "spg")
+METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl", "acol", "spg", "spol", "cstn")
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
@@ -51,7 +51,7 @@ def available() -> list[str]:
 
     Example:
         >>> available()
-        ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg']
+        ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'spol', 'cstn']
     """
     return list(METHODS)
 
@@ -215,6 +215,7 @@ def build(
     adl_drop_threshold: float = 0.9,
     adl_layers: Sequence[str] | None = None,
     seed: int = 0,
+    **method_options: Any,
 ) -> WSOLModel:
     """Turn a CNN classifier into a WSOL model for ``method`` (heads in the module docstring).
 
@@ -243,6 +244,9 @@ def build(
         adl_layers: dotted names in ``model`` after which ADL runs (default: the last two
             stages).
         seed: seed of the new heads' initialisation.
+        **method_options: options of one method's own builder: ``spol_width``,
+            ``spol_dropout`` (:func:`fcam.wsol.spol.build_spol`); ``cstn_kernel``,
+            ``cstn_grid`` (:func:`fcam.wsol.cstn.build_cstn`).
 
     Returns:
         The :class:`WSOLModel` (on the model's device, in training mode as the model was).
@@ -270,8 +274,13 @@ def build(
     else:
         adl_layers = [resolve_layer(model, layer)[0] for layer in adl_layers] if key == "adl" else []
     param = next(iter(model.parameters()), None)
+    if method_options and key not in ("spol", "cstn"):
+        raise TypeError(f"build({key!r}) got unexpected options {sorted(method_options)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if key in ("spol", "cstn"):
+            return _build_own(model, key, num_classes, pyramid, feature_layer is None, width, param,
+                              method_options)
         if key == "acol":
             heads: nn.Module = AcolHeads(channels, num_classes, width, acol_threshold)
         elif key == "spg":
@@ -283,4 +292,29 @@ def build(
     built = WSOLModel(copy.deepcopy(model), key, name, early.name, heads, adl_layers, adl_options)
     built.train(model.training)
     logger.info("wsol.build: %s on %s (features %s, early stage %s)", key, type(model).__name__, name, early.name)
+    return built
+
+
+def _build_own(model: nn.Module, key: str, num_classes: int, pyramid: Any, default_layer: bool,
+               width: int, param: Tensor | None, options: dict[str, Any]) -> WSOLModel:
+    """SPOL and CSTN, whose models subclass :class:`WSOLModel` in their own modules."""
+    from fcam.wsol.cstn import build_cstn  # these modules import WSOLModel from here
+    from fcam.wsol.spol import build_spol
+
+    stages = [pyramid.head] + [s for s in pyramid.skips if s is not None]
+    if key == "cstn" and default_layer:
+        stages = stages[1:]  # the paper's STN reads the stride-16 stage (ResNet's layer3)
+    if len(stages) < (3 if key == "spol" else 2):
+        raise ValueError(f"`model` has too few stages below {stages[0].name!r} for {key}")
+    built: WSOLModel
+    if key == "spol":
+        layers = [s.name for s in stages[2::-1]]
+        built = build_spol(model, num_classes, layers, [s.channels for s in stages[2::-1]], **options)
+    else:
+        built = build_cstn(model, num_classes, stages[0].name, stages[1].name, stages[0].channels,
+                           width=width, **options)
+    if param is not None:
+        built.to(param.device, param.dtype)
+    built.train(model.training)
+    logger.info("wsol.build: %s on %s (stages %s)", key, type(model).__name__, [s.name for s in stages[:3]])
     return built

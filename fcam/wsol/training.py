@@ -12,6 +12,10 @@ cutmix    :math:`\\lambda\\,\\mathrm{CE}(y_a) + (1-\\lambda)\\,\\mathrm{CE}(y_b)
           probability ``cutmix_prob``, plain CE otherwise (:func:`cutmix`)
 acol      :math:`\\mathrm{CE}(A) + \\mathrm{CE}(B)` (:func:`acol_loss`)
 spg       CE plus three masked BCE terms (:func:`spg_loss`)
+spol      stage ``cam`` for ``epochs``, then stage ``seg`` for ``spol_seg_epochs``
+          (:mod:`fcam.wsol.spol`)
+cstn      :math:`-\\log p(y) + \\lambda_\\theta \\sum \\lVert I - \\theta \\rVert_F^2`
+          (:mod:`fcam.wsol.cstn`)
 ========  =====================================================================
 
 Optimiser: SGD (momentum 0.9, Nesterov, weight decay 1e-4) with the heads created by
@@ -56,6 +60,14 @@ class MethodOptions:
         cutmix_beta: CutMix's Beta parameter (1.0).
         cutmix_prob: probability of mixing a batch (1.0).
         spg_thresholds: SPG's ``(high, low)`` pairs for B2, B1 and C.
+        spol_low, spol_high, spol_shrink: :func:`fcam.wsol.spol_pseudo_mask`'s band and
+            variance divisor (0.1, 0.5, 10).
+        spol_foreground, spol_background: SPOL's mask cuts: foreground where the CAM or
+            the Gaussian map exceeds ``spol_foreground``, background where the CAM is under
+            ``spol_background``, the rest ignored (0.25, 0.01).
+        spol_seg_epochs: epochs of SPOL's segmentation stage, run after the ``epochs`` of its
+            CAM stage (``None``: as many as ``epochs``).
+        cstn_theta_weight: CSTN's :math:`\\lambda_\\theta` (1e-4).
     """
 
     has_grid_size: int = 4
@@ -63,6 +75,13 @@ class MethodOptions:
     cutmix_beta: float = 1.0
     cutmix_prob: float = 1.0
     spg_thresholds: tuple[tuple[float, float], ...] = SPG_THRESHOLDS
+    spol_low: float = 0.1
+    spol_high: float = 0.5
+    spol_shrink: float = 10.0
+    spol_foreground: float = 0.25
+    spol_background: float = 0.01
+    spol_seg_epochs: int | None = None
+    cstn_theta_weight: float = 1e-4
 
     def __post_init__(self) -> None:
         check_int(self.has_grid_size, "has_grid_size", minimum=0)
@@ -76,19 +95,31 @@ class MethodOptions:
             check_probability(high, "spg_thresholds")
             check_probability(low, "spg_thresholds")
         object.__setattr__(self, "spg_thresholds", pairs)
+        for name in ("spol_low", "spol_high", "spol_foreground", "spol_background"):
+            check_probability(getattr(self, name), name)
+        if self.spol_low > self.spol_high:
+            raise ValueError(f"spol_low ({self.spol_low}) must not exceed spol_high ({self.spol_high})")
+        check_number(self.spol_shrink, "spol_shrink", positive=True)
+        if self.spol_seg_epochs is not None:
+            check_int(self.spol_seg_epochs, "spol_seg_epochs")
+        check_number(self.cstn_theta_weight, "cstn_theta_weight", non_negative=True)
+
+
+#: Methods that need a model from :func:`fcam.wsol.build` for that method.
+_BUILT_ONLY = ("adl", "acol", "spg", "spol", "cstn")
 
 
 def _check_model(model: nn.Module, method: str) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
-    if method in ("adl", "acol", "spg"):
+    if method in _BUILT_ONLY:
         if not isinstance(model, WSOLModel) or model.method != method:
             have = model.method if isinstance(model, WSOLModel) else type(model).__name__
             raise ValueError(
                 f"`method` {method!r} needs a model from fcam.wsol.build(model, {method!r}, ...), "
                 f"got {have}"
             )
-    elif isinstance(model, WSOLModel) and model.method in ("adl", "acol", "spg"):
+    elif isinstance(model, WSOLModel) and model.method in _BUILT_ONLY:
         raise ValueError(f"`method` {method!r} does not fit a model built for {model.method!r}")
 
 
@@ -123,6 +154,8 @@ def _loss(model: nn.Module, images: Tensor, labels: Tensor, method: str, options
         logits = model_logits(model(mixed))
         loss = lam * F.cross_entropy(logits, labels_a) + (1 - lam) * F.cross_entropy(logits, labels_b)
         return loss, logits
+    if method in ("spol", "cstn"):
+        return model.training_loss(images, labels, options)  # type: ignore[operator]
     if method in ("acol", "spg"):
         out = model.forward_train(images, labels)  # type: ignore[operator]
         if method == "acol":
@@ -197,12 +230,14 @@ def train(
         progress: show a tqdm bar.
         momentum, weight_decay, head_lr_ratio: SGD options (0.9, 1e-4, 10).
         seed: seed of the method's random draws (HaS, CutMix, ADL).
-        max_steps: stop after this many steps in total (``None``: full epochs).
+        max_steps: stop after this many steps in total, per stage for SPOL (``None``: full
+            epochs).
         **method_options: fields of :class:`MethodOptions` (``has_grid_size``, ...).
 
     Returns:
         One dict per epoch: ``epoch``, ``loss`` (mean), ``accuracy`` (% on the training
-        batches), ``steps`` and ``seconds``.
+        batches), ``steps`` and ``seconds``; SPOL adds ``stage`` (1: CAM, 2: segmentation;
+        ``accuracy`` is the frozen class net's in stage 2).
 
     Raises:
         TypeError, ValueError: unknown method or option, a model that does not fit the method,
@@ -225,12 +260,23 @@ def train(
     num_classes = getattr(model, "num_classes", None)
     history: list[dict[str, float]] = []
     steps_done = 0
-    total = None if not hasattr(loader, "__len__") else epochs * len(loader)  # type: ignore[arg-type]
+    plan: list[str | None] = [None] * epochs
+    if key == "spol":
+        plan = [*["cam"] * epochs, *["seg"] * (options.spol_seg_epochs or epochs)]
+    current = plan[0]
+    if current is not None:
+        setattr(model, "stage", current)  # SPOLModel.stage
+    total = None if not hasattr(loader, "__len__") else len(plan) * len(loader)  # type: ignore[arg-type]
     bar = progress_bar(total=total, enabled=progress, desc=f"wsol {key}", unit="step")
     model.train()
     _set_adl_generator(model, generator)
     try:
-        for epoch in range(epochs):
+        for epoch, stage in enumerate(plan):
+            if stage != current:  # SPOL: the next stage, max_steps counts again
+                current, steps_done = stage, 0
+                setattr(model, "stage", stage)
+            if max_steps is not None and steps_done >= max_steps:
+                continue
             start, losses, correct, seen, steps = time.perf_counter(), 0.0, 0, 0, 0
             for raw in loader:
                 batch = parse_batch(raw, channels, num_classes)
@@ -253,11 +299,11 @@ def train(
             record = {"epoch": float(epoch + 1), "loss": losses / seen,
                       "accuracy": 100.0 * correct / seen, "steps": float(steps),
                       "seconds": time.perf_counter() - start}
+            if stage is not None:
+                record["stage"] = 1.0 if stage == "cam" else 2.0
             history.append(record)
             logger.info("wsol %s epoch %d: loss %.4f, accuracy %.1f%%", key, epoch + 1,
                         record["loss"], record["accuracy"])
-            if max_steps is not None and steps_done >= max_steps:
-                break
     finally:
         _set_adl_generator(model, None)
         bar.close()
