@@ -168,6 +168,15 @@ class CSTNModel(WSOLModel):
     ``forward`` gives :math:`\\log p(c)` as logits (their softmax is :math:`p(c)`).
     """
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The new layers trained at 10× the learning rate: all but the localisation net.
+
+        The localisation net stays at the base rate (the paper trains every layer at one
+        rate): at 10× its θ jumps and the joint softmax collapses onto a few windows.
+        """
+        local = {id(p) for p in self.heads.localisation.parameters()}
+        return [p for p in self.heads.parameters() if id(p) not in local]
+
     def outputs(self, images: Tensor) -> dict[str, Tensor]:
         """The head's outputs plus ``logits`` = log p(c)."""
         feats, _ = self.features(images)

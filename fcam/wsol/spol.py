@@ -68,9 +68,9 @@ def spol_pseudo_mask(cam: Tensor, low: float = 0.1, high: float = 0.5, shrink: f
         >>> cam = torch.zeros(1, 32, 32)
         >>> cam[0, 8:24, 8:24] = 0.3                     # one mid-band square
         >>> cam[0, 15, 15] = 1.0
-        >>> g = spol_pseudo_mask(cam)
-        >>> g.shape, round(float(g.max()), 2), float(g[0, 0, 0])
-        (torch.Size([1, 32, 32]), 1.0, 0.0)
+        >>> g = spol_pseudo_mask(cam)                  # one Gaussian centred on (15.5, 15.5)
+        >>> g.shape, bool((g[0, 15:17, 15:17] > 0.8).all()), float(g[0, 0, 0])
+        (torch.Size([1, 32, 32]), True, 0.0)
 
     Args:
         cam: ``(B, H, W)`` or ``(B, 1, H, W)`` non-negative CAMs, any scale.

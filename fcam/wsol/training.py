@@ -265,7 +265,7 @@ def train(
         plan = [*["cam"] * epochs, *["seg"] * (options.spol_seg_epochs or epochs)]
     current = plan[0]
     if current is not None:
-        setattr(model, "stage", current)  # SPOLModel.stage
+        model.stage = current  # type: ignore[assignment]  # SPOLModel.stage
     total = None if not hasattr(loader, "__len__") else len(plan) * len(loader)  # type: ignore[arg-type]
     bar = progress_bar(total=total, enabled=progress, desc=f"wsol {key}", unit="step")
     model.train()
@@ -274,7 +274,7 @@ def train(
         for epoch, stage in enumerate(plan):
             if stage != current:  # SPOL: the next stage, max_steps counts again
                 current, steps_done = stage, 0
-                setattr(model, "stage", stage)
+                model.stage = stage  # type: ignore[assignment]
             if max_steps is not None and steps_done >= max_steps:
                 continue
             start, losses, correct, seen, steps = time.perf_counter(), 0.0, 0, 0, 0
