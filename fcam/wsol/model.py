@@ -11,6 +11,10 @@ method                  heads (new parameters, 10× learning rate in :func:`trai
 ``cutmix``, ``adl``
 ``acol``                two heads conv3×3-1024, conv3×3-1024, conv1×1-C (A, B)       max of the normalised A and B maps
 ``spg``                 conv1×1-C class map + branches B1, B2, C (:class:`SPGHeads`)  the class map
+``spol``                two MFF heads on the last three stages, the second on its    the segmentation net's sigmoid
+                        own copy of the classifier (:mod:`fcam.wsol.spol`)
+``cstn``                conv spatial transformer on the stride-16 stage              windows weighted by p(i, j | c)
+                        (:mod:`fcam.wsol.cstn`)
 ======================  ===========================================================  ================================
 
 ADL layers (``adl``) follow the last two stages: the feature layer and the last module of the
@@ -302,8 +306,8 @@ def _build_own(model: nn.Module, key: str, num_classes: int, pyramid: Any, defau
     from fcam.wsol.spol import build_spol
 
     stages = [pyramid.head] + [s for s in pyramid.skips if s is not None]
-    if key == "cstn" and default_layer:
-        stages = stages[1:]  # the paper's STN reads the stride-16 stage (ResNet's layer3)
+    if key == "cstn" and default_layer:  # the paper's STN reads the stride-16 stage (layer3)
+        stages = stages[next((i for i, s in enumerate(stages) if s.level <= 4), 1):]
     if len(stages) < (3 if key == "spol" else 2):
         raise ValueError(f"`model` has too few stages below {stages[0].name!r} for {key}")
     built: WSOLModel
