@@ -258,7 +258,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1, help="images per timed call")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--classes", type=int, default=200, help="classes of the heads (CUB: 200)")
-    p.add_argument("--backbones", default=None, help="comma-separated subset of the backbones")
+    p.add_argument("--backbones", default=None,
+                   help="comma-separated backbones, in the order to time them (default: all)")
     p.add_argument("--slow", choices=["measure", "estimate", "skip"], default=None,
                    help="Score-CAM family: measure, estimate (CPU default) or skip")
     p.add_argument("--slow-images", type=int, default=1)
@@ -289,17 +290,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args_dev = argparse.Namespace(**{**vars(args), "slow": slow})
         torch.manual_seed(0)
         results: dict[str, dict[str, Any]] = {}
-        for name, (model, layer) in backbones(args.classes, args.quick).items():
-            if args.backbones and name not in args.backbones.split(","):
-                continue
+        out["devices"][dev] = {"slow": slow, "backbones": results}
+        nets = backbones(args.classes, args.quick)
+        for name in args.backbones.split(",") if args.backbones else list(nets):
+            if name not in nets:
+                raise SystemExit(f"unknown backbone {name!r}; choose from {list(nets)}")
+            model, layer = nets.pop(name)
             started = time.time()
             results[name] = time_backbone(name, model, layer, args_dev, device)
             logger.info("%s on %s: %.0f s", name, dev, time.time() - started)
             del model
-        print_table(dev, results, args_dev)
-        out["devices"][dev] = {"slow": slow, "backbones": results}
-    if args.json:
-        atomic_write_text(args.json, json.dumps(out, indent=1))
+            print_table(dev, results, args_dev)  # after every backbone: a long run keeps its rows
+            if args.json:
+                atomic_write_text(args.json, json.dumps(out, indent=1))
     return out
 
 
