@@ -9,6 +9,8 @@ few-shot fully-supervised baselines.
 * building blocks: :class:`ADL`, :func:`acol_erase` (ACoL), :func:`spg_mask` and
   :func:`spg_loss` (SPG), :func:`eil_mask` (EIL, MEIL), :func:`danet_cosine_loss` and
   :func:`hierarchy_from_weights` (DANet);
+* two-stage and box methods: :class:`SPOLModel` with :func:`spol_pseudo_mask` (SPOL),
+  :class:`CSTNModel` with its :class:`ConvSTN` head (CSTN);
 * :func:`build` turns any CNN classifier into a :class:`WSOLModel` with the method's heads
   and its own CAM rule (``.cams``), :func:`train` trains it with wsolevaluation's recipe;
 * baselines: :func:`center_baseline`, :func:`fsl_baseline`.
@@ -16,7 +18,7 @@ few-shot fully-supervised baselines.
 Example:
     >>> from fcam.wsol import available, build
     >>> available()
-    ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'eil', 'meil', 'danet']
+    ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'eil', 'meil', 'danet', 'spol', 'cstn']
     >>> built = build(torchvision.models.resnet18(weights=None), "adl", num_classes=3)
     >>> built.cams(torch.rand(1, 3, 64, 64)).shape
     torch.Size([1, 2, 2])
@@ -35,11 +37,13 @@ from fcam.wsol.acol import AcolHeads, acol_erase, acol_loss
 from fcam.wsol.adl import ADL
 from fcam.wsol.augment import cutmix, has
 from fcam.wsol.baselines import center_baseline, few_shot_indices, fsl_baseline
+from fcam.wsol.cstn import ConvSTN, CSTNModel
 from fcam.wsol.danet import DANetHeads, danet_cosine_loss
 from fcam.wsol.eil import eil_mask
 from fcam.wsol.hierarchy import hierarchy_from_weights
 from fcam.wsol.model import METHODS, WSOLModel, available, build
 from fcam.wsol.spg import SPG_THRESHOLDS, SPGHeads, spg_loss, spg_mask
+from fcam.wsol.spol import MFFHead, SPOLModel, spol_pseudo_mask
 from fcam.wsol.training import MethodOptions, make_optimizer, train, train_step
 
 __all__ = [
@@ -47,9 +51,13 @@ __all__ = [
     "METHODS",
     "SPG_THRESHOLDS",
     "AcolHeads",
+    "CSTNModel",
+    "ConvSTN",
     "DANetHeads",
+    "MFFHead",
     "MethodOptions",
     "SPGHeads",
+    "SPOLModel",
     "WSOLModel",
     "acol_erase",
     "acol_loss",
@@ -66,6 +74,7 @@ __all__ = [
     "make_optimizer",
     "spg_loss",
     "spg_mask",
+    "spol_pseudo_mask",
     "train",
     "train_step",
 ]

@@ -14,6 +14,10 @@ method                  heads (new parameters, 10× learning rate in :func:`trai
 ``eil``, ``meil``       global average pooling + linear; erased copies in training   :math:`\\frac1C\\sum_k w_{ck} A_k`
                         (:mod:`fcam.wsol.eil`)
 ``danet``               ``k`` maps per class per level (:class:`DANetHeads`)          sum of the levels' mean maps
+``spol``                two MFF heads on the last three stages, the second on its    the segmentation net's sigmoid
+                        own copy of the classifier (:mod:`fcam.wsol.spol`)
+``cstn``                conv spatial transformer on the stride-16 stage              windows weighted by p(i, j | c)
+                        (:mod:`fcam.wsol.cstn`)
 ======================  ===========================================================  ================================
 
 ADL layers (``adl``) follow the last two stages: the feature layer and the last module of the
@@ -50,7 +54,9 @@ __all__ = ["METHODS", "WSOLModel", "available", "build"]
 logger = logging.getLogger(__name__)
 
 #: The WSOL methods, in the order of :func:`available`.
-METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl", "acol", "spg", "eil", "meil", "danet")
+METHODS: tuple[str, ...] = (
+    "cam", "has", "cutmix", "adl", "acol", "spg", "eil", "meil", "danet", "spol", "cstn",
+)
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
@@ -59,7 +65,7 @@ def available() -> list[str]:
 
     Example:
         >>> available()
-        ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'eil', 'meil', 'danet']
+        ['cam', 'has', 'cutmix', 'adl', 'acol', 'spg', 'eil', 'meil', 'danet', 'spol', 'cstn']
     """
     return list(METHODS)
 
@@ -259,6 +265,7 @@ def build(
     k: int = 8,
     hierarchy: Sequence[Sequence[int]] | None = None,
     seed: int = 0,
+    **method_options: Any,
 ) -> WSOLModel:
     """Turn a CNN classifier into a WSOL model for ``method`` (heads in the module docstring).
 
@@ -294,6 +301,9 @@ def build(
             DDA alone); see :func:`fcam.wsol.danet.check_hierarchy` and
             :func:`fcam.wsol.hierarchy_from_weights`.
         seed: seed of the new heads' initialisation.
+        **method_options: options of one method's own builder: ``spol_width``,
+            ``spol_dropout`` (:func:`fcam.wsol.spol.build_spol`); ``cstn_kernel``,
+            ``cstn_grid`` (:func:`fcam.wsol.cstn.build_cstn`).
 
     Returns:
         The :class:`WSOLModel` (on the model's device, in training mode as the model was).
@@ -325,8 +335,13 @@ def build(
         adl_layers = [resolve_layer(model, layer)[0] for layer in adl_layers] if key == "adl" else []
     taps = _taps(model, key, probe, pyramid, levels, len(parents))
     param = next(iter(model.parameters()), None)
+    if method_options and key not in ("spol", "cstn"):
+        raise TypeError(f"build({key!r}) got unexpected options {sorted(method_options)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if key in ("spol", "cstn"):
+            return _build_own(model, key, num_classes, pyramid, feature_layer is None, width, param,
+                              method_options)
         if key == "acol":
             heads: nn.Module = AcolHeads(channels, num_classes, width, acol_threshold)
         elif key == "spg":
@@ -369,3 +384,28 @@ def _taps(model: nn.Module, key: str, probe: Any, pyramid: Any, levels: Sequence
         raise ValueError(f"`levels` must be distinct layers that run before the feature layer "
                          f"{pyramid.head.name!r}, got {names}")
     return sorted(names, key=order.__getitem__)
+
+
+def _build_own(model: nn.Module, key: str, num_classes: int, pyramid: Any, default_layer: bool,
+               width: int, param: Tensor | None, options: dict[str, Any]) -> WSOLModel:
+    """SPOL and CSTN, whose models subclass :class:`WSOLModel` in their own modules."""
+    from fcam.wsol.cstn import build_cstn  # these modules import WSOLModel from here
+    from fcam.wsol.spol import build_spol
+
+    stages = [pyramid.head] + [s for s in pyramid.skips if s is not None]
+    if key == "cstn" and default_layer:  # the paper's STN reads the stride-16 stage (layer3)
+        stages = stages[next((i for i, s in enumerate(stages) if s.level <= 4), 1):]
+    if len(stages) < (3 if key == "spol" else 2):
+        raise ValueError(f"`model` has too few stages below {stages[0].name!r} for {key}")
+    built: WSOLModel
+    if key == "spol":
+        layers = [s.name for s in stages[2::-1]]
+        built = build_spol(model, num_classes, layers, [s.channels for s in stages[2::-1]], **options)
+    else:
+        built = build_cstn(model, num_classes, stages[0].name, stages[1].name, stages[0].channels,
+                           width=width, **options)
+    if param is not None:
+        built.to(param.device, param.dtype)
+    built.train(model.training)
+    logger.info("wsol.build: %s on %s (stages %s)", key, type(model).__name__, [s.name for s in stages[:3]])
+    return built

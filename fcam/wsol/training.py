@@ -16,6 +16,10 @@ eil,      :math:`\\mathrm{CE}(s_u) + \\sum_l \\mathrm{CE}(s_e^l)` over the unera
 meil      streams (:func:`fcam.wsol.eil.eil_loss`)
 danet     :math:`\\frac12\\sum_l \\mathrm{CE}_l + \\alpha\\,\\mathcal L_{cos}` (CE alone without a
           hierarchy; :func:`fcam.wsol.danet.danet_loss`)
+spol      stage ``cam`` for ``epochs``, then stage ``seg`` for ``spol_seg_epochs``
+          (:mod:`fcam.wsol.spol`)
+cstn      :math:`-\\log p(y) + \\lambda_\\theta \\sum \\lVert I - \\theta \\rVert_F^2`
+          (:mod:`fcam.wsol.cstn`)
 ========  =====================================================================
 
 Optimiser: SGD (momentum 0.9, Nesterov, weight decay 1e-4) with the heads created by
@@ -65,6 +69,14 @@ class MethodOptions:
         danet_alpha: weight :math:`\\alpha` of DANet's cosine loss (0.01, the reference script).
         danet_subset: ground-truth maps drawn into DANet's cosine loss (``None``: half of them
             with a hierarchy, as the reference's 1.5K of 3K; all K without).
+        spol_low, spol_high, spol_shrink: :func:`fcam.wsol.spol_pseudo_mask`'s band and
+            variance divisor (0.1, 0.5, 10).
+        spol_foreground, spol_background: SPOL's mask cuts: foreground where the CAM or
+            the Gaussian map exceeds ``spol_foreground``, background where the CAM is under
+            ``spol_background``, the rest ignored (0.25, 0.01).
+        spol_seg_epochs: epochs of SPOL's segmentation stage, run after the ``epochs`` of its
+            CAM stage (``None``: as many as ``epochs``).
+        cstn_theta_weight: CSTN's :math:`\\lambda_\\theta` (1e-4).
     """
 
     has_grid_size: int = 4
@@ -74,6 +86,13 @@ class MethodOptions:
     spg_thresholds: tuple[tuple[float, float], ...] = SPG_THRESHOLDS
     danet_alpha: float = 0.01
     danet_subset: int | None = None
+    spol_low: float = 0.1
+    spol_high: float = 0.5
+    spol_shrink: float = 10.0
+    spol_foreground: float = 0.25
+    spol_background: float = 0.01
+    spol_seg_epochs: int | None = None
+    cstn_theta_weight: float = 1e-4
 
     def __post_init__(self) -> None:
         check_int(self.has_grid_size, "has_grid_size", minimum=0)
@@ -90,6 +109,14 @@ class MethodOptions:
         check_number(self.danet_alpha, "danet_alpha", non_negative=True)
         if self.danet_subset is not None:
             check_int(self.danet_subset, "danet_subset", minimum=2)
+        for name in ("spol_low", "spol_high", "spol_foreground", "spol_background"):
+            check_probability(getattr(self, name), name)
+        if self.spol_low > self.spol_high:
+            raise ValueError(f"spol_low ({self.spol_low}) must not exceed spol_high ({self.spol_high})")
+        check_number(self.spol_shrink, "spol_shrink", positive=True)
+        if self.spol_seg_epochs is not None:
+            check_int(self.spol_seg_epochs, "spol_seg_epochs")
+        check_number(self.cstn_theta_weight, "cstn_theta_weight", non_negative=True)
 
 
 #: Methods that train any classifier (the others need a model from :func:`fcam.wsol.build`).
@@ -141,6 +168,8 @@ def _loss(model: nn.Module, images: Tensor, labels: Tensor, method: str, options
         logits = model_logits(model(mixed))
         loss = lam * F.cross_entropy(logits, labels_a) + (1 - lam) * F.cross_entropy(logits, labels_b)
         return loss, logits
+    if method in ("spol", "cstn"):
+        return model.training_loss(images, labels, options)  # type: ignore[operator]
     if method in ("acol", "spg", "eil", "meil", "danet"):
         out = model.forward_train(images, labels)  # type: ignore[operator]
         if method in ("eil", "meil"):
@@ -220,12 +249,14 @@ def train(
         progress: show a tqdm bar.
         momentum, weight_decay, head_lr_ratio: SGD options (0.9, 1e-4, 10).
         seed: seed of the method's random draws (HaS, CutMix, ADL).
-        max_steps: stop after this many steps in total (``None``: full epochs).
+        max_steps: stop after this many steps in total, per stage for SPOL (``None``: full
+            epochs).
         **method_options: fields of :class:`MethodOptions` (``has_grid_size``, ...).
 
     Returns:
         One dict per epoch: ``epoch``, ``loss`` (mean), ``accuracy`` (% on the training
-        batches), ``steps`` and ``seconds``.
+        batches), ``steps`` and ``seconds``; SPOL adds ``stage`` (1: CAM, 2: segmentation;
+        ``accuracy`` is the frozen class net's in stage 2).
 
     Raises:
         TypeError, ValueError: unknown method or option, a model that does not fit the method,
@@ -248,12 +279,23 @@ def train(
     num_classes = getattr(model, "num_classes", None)
     history: list[dict[str, float]] = []
     steps_done = 0
-    total = None if not hasattr(loader, "__len__") else epochs * len(loader)  # type: ignore[arg-type]
+    plan: list[str | None] = [None] * epochs
+    if key == "spol":
+        plan = [*["cam"] * epochs, *["seg"] * (options.spol_seg_epochs or epochs)]
+    current = plan[0]
+    if current is not None:
+        model.stage = current  # type: ignore[assignment]  # SPOLModel.stage
+    total = None if not hasattr(loader, "__len__") else len(plan) * len(loader)  # type: ignore[arg-type]
     bar = progress_bar(total=total, enabled=progress, desc=f"wsol {key}", unit="step")
     model.train()
     _set_adl_generator(model, generator)
     try:
-        for epoch in range(epochs):
+        for epoch, stage in enumerate(plan):
+            if stage != current:  # SPOL: the next stage, max_steps counts again
+                current, steps_done = stage, 0
+                model.stage = stage  # type: ignore[assignment]
+            if max_steps is not None and steps_done >= max_steps:
+                continue
             start, losses, correct, seen, steps = time.perf_counter(), 0.0, 0, 0, 0
             for raw in loader:
                 batch = parse_batch(raw, channels, num_classes)
@@ -276,11 +318,11 @@ def train(
             record = {"epoch": float(epoch + 1), "loss": losses / seen,
                       "accuracy": 100.0 * correct / seen, "steps": float(steps),
                       "seconds": time.perf_counter() - start}
+            if stage is not None:
+                record["stage"] = 1.0 if stage == "cam" else 2.0
             history.append(record)
             logger.info("wsol %s epoch %d: loss %.4f, accuracy %.1f%%", key, epoch + 1,
                         record["loss"], record["accuracy"])
-            if max_steps is not None and steps_done >= max_steps:
-                break
     finally:
         _set_adl_generator(model, None)
         bar.close()

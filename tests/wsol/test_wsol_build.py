@@ -21,7 +21,8 @@ def nets():
 
 
 def test_available():
-    assert available() == ["cam", "has", "cutmix", "adl", "acol", "spg", "eil", "meil", "danet"]
+    assert available() == ["cam", "has", "cutmix", "adl", "acol", "spg", "eil", "meil", "danet",
+                           "spol", "cstn"]
 
 
 _LAYERS = {"resnet18": ("layer4", "layer3"), "vgg11_bn": ("features", "features.27"),
