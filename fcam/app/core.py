@@ -110,8 +110,13 @@ def load_image(
                 _check_pixels(image.size, max_pixels, name)
                 image.load()
                 return ImageOps.exif_transpose(image).convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{name} is too large to decode: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refused the header's size (its decompression-bomb check) before decoding.
+        raise ValueError(
+            f"{name} is larger than Pillow decodes safely ({Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+            f"megapixels); the app accepts at most {max_pixels / 1e6:.0f} megapixels: "
+            "downscale it first"
+        ) from None
     except UnidentifiedImageError:
         raise ValueError(
             f"{name} is not an image Pillow can read (PNG, JPEG, WebP, BMP, TIFF, ...)"
@@ -220,9 +225,8 @@ class Explanation:
 
     def image_boxes(self, threshold: float) -> dict[str, np.ndarray]:
         """:meth:`boxes_at` rescaled to the uploaded image's frame."""
-        width, height = self.image.size
         return {
-            name: resize_bbox(boxes, tuple(self.maps[name].shape), (height, width))
+            name: _scale_boxes(boxes, self.maps[name].shape, self.image.size)
             for name, boxes in self.boxes_at(threshold).items()
         }
 
@@ -244,12 +248,19 @@ class Explanation:
         out = overlay(image, self.maps[name].detach().float().cpu())
         if threshold is not None:
             boxes = self.boxes_at(threshold)[name]
-            scaled = resize_bbox(boxes, tuple(self.maps[name].shape), image.size[::-1])
+            scaled = _scale_boxes(boxes, self.maps[name].shape, image.size)
             draw = ImageDraw.Draw(out)
             width = max(2, round(max(image.size) / 160))
             for x0, y0, x1, y1 in np.asarray(scaled).tolist():
                 draw.rectangle((x0, y0, x1, y1), outline=_BOX_COLOUR, width=width)
         return out
+
+
+def _scale_boxes(boxes: np.ndarray, map_shape: Sequence[int], size: tuple[int, int]) -> np.ndarray:
+    """``(K, 4)`` boxes on an ``(h, w)`` map rescaled to an image of ``size = (W, H)``."""
+    frame = (int(map_shape[-1]), int(map_shape[-2]))
+    return np.array([resize_bbox(box, frame, size) for box in np.asarray(boxes).tolist()],
+                    dtype=np.int64).reshape(-1, 4)
 
 
 def shrink_image(image: Image.Image, max_side: int) -> Image.Image:
