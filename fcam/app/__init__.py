@@ -27,7 +27,19 @@ _EXPORTS = {
     "serve": "fcam.app.page",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "MAX_PIXELS",
+    "AppConfig",
+    "Explanation",
+    "Prediction",
+    "applicable_methods",
+    "build_page",
+    "example_images",
+    "explain_image",
+    "load_checkpoint",
+    "load_image",
+    "serve",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,6 @@ import numpy as np
 from torch import nn
 
 from fcam.app.core import (
-    FCAM_NAME,
     MAX_PIXELS,
     Explanation,
     applicable_methods,
@@ -127,7 +126,7 @@ class _Handlers:
             files = self._write_maps(result, session)
         except ValueError as exc:
             return (None, [], gr.update(choices=[], value=None), gr.skip(), [], _message(str(exc)))
-        except Exception as exc:  # noqa: BLE001 - a bug: logged with its trace, shown in one line
+        except Exception as exc:
             logger.exception("fcam app: internal error")
             return (*keep, _message(f"internal error ({type(exc).__name__}: {exc})"))
         choices = [(f"{p.label} ({p.index}): {100 * p.probability:.1f} %", p.index)
