@@ -81,11 +81,11 @@ class AppConfig:
 
 
 def require_gradio() -> Any:
-    """``import gradio``, or ``ImportError`` with :data:`INSTALL_HINT` as its message."""
+    """``import gradio``, or ``ImportError`` with :data:`INSTALL_HINT` (and the cause)."""
     try:
         import gradio
-    except ImportError:
-        raise ImportError(INSTALL_HINT) from None
+    except ImportError as exc:
+        raise ImportError(f"{INSTALL_HINT} ({exc})") from None
     return gradio
 
 
@@ -129,7 +129,7 @@ class _Handlers:
         except Exception as exc:
             logger.exception("fcam app: internal error")
             return (*keep, _message(f"internal error ({type(exc).__name__}: {exc})"))
-        choices = [(f"{p.label} ({p.index}): {100 * p.probability:.1f} %", p.index)
+        choices = [(f"{_named(p.label, p.index)}: {100 * p.probability:.1f} %", p.index)
                    for p in result.predictions]
         shown = result.target if any(p.index == result.target for p in result.predictions) else None
         note = "" if methods or config.fcam is not None else _message(
@@ -175,6 +175,10 @@ class _Handlers:
             np.save(buffer, full)
             files.append(str(atomic_write_bytes(folder / f"{stem}.npy", buffer.getvalue())))
         return files
+
+
+def _named(label: str, index: int) -> str:
+    return label if label == f"class {index}" else f"{label} (class {index})"
 
 
 def build_page(config: AppConfig, folder: str | os.PathLike[str]) -> Any:

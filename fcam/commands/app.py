@@ -60,14 +60,14 @@ def _demo_models(args: argparse.Namespace) -> tuple[Path, Path, tuple[str, ...]]
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fcam app`` until Ctrl-C; returns the exit status."""
+    import importlib.util
+
     from fcam.app.page import INSTALL_HINT
 
-    try:
-        from fcam.app.page import require_gradio
-
-        require_gradio()
-    except ImportError:
-        raise UserError(INSTALL_HINT) from None
+    # Checked without importing Gradio: it must be imported only once serve() has pointed its
+    # temporary folder (read at import) into the app's own folder.
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError(INSTALL_HINT)
     class_names: tuple[str, ...] | None = None
     if args.classifier is None and args.model is None:
         given = [o for o in _MODEL_OPTIONS if getattr(args, o) is not None]
@@ -87,5 +87,8 @@ def run(args: argparse.Namespace) -> int:
         with user_input("--checkpoint"):
             explainer = load_checkpoint(args.checkpoint, model)
     title = args.classifier.name if args.classifier is not None else args.model
-    return serve(AppConfig(model, spec, fcam=explainer, class_names=class_names, title=title),
-                 host=args.host, port=args.port)
+    config = AppConfig(model, spec, fcam=explainer, class_names=class_names, title=title)
+    try:
+        return serve(config, host=args.host, port=args.port)
+    except ImportError as exc:  # Gradio is installed but cannot be imported
+        raise UserError(" ".join(str(exc).split())) from None
