@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
 from fcam.cams import available, create
+from fcam.cams.tscam import _is_attention
 from fcam.core import frozen, model_device, model_logits
 from fcam.core.boxes import resize_bbox
 from fcam.core.normalisation import normalise_raw
@@ -113,8 +114,8 @@ def load_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Pillow refused the header's size (its decompression-bomb check) before decoding.
         raise ValueError(
-            f"{name} is larger than Pillow decodes safely ({Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
-            f"megapixels); the app accepts at most {max_pixels / 1e6:.0f} megapixels: "
+            f"{name} is larger than Pillow decodes safely ({(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f}"
+            f" megapixels); the app accepts at most {max_pixels / 1e6:.0f} megapixels: "
             "downscale it first"
         ) from None
     except UnidentifiedImageError:
@@ -163,17 +164,20 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> Any:
 def applicable_methods(model: nn.Module, spec: Any) -> list[str]:
     """The names of :func:`fcam.cams.available` that work on ``model`` at ``spec``'s layer.
 
-    Each method is built (CAM needs a pooled linear head) and TS-CAM, which needs a class-token
-    transformer, is run once on a blank input.
+    Each method is built (CAM needs a pooled linear head). TS-CAM needs a class-token
+    transformer: it is offered only when the model has an attention module and a forward on a
+    blank input succeeds.
     """
     names = []
     device = model_device(model)
     for name in available():
+        if name == "tscam" and not any(_is_attention(m) for m in model.modules()):
+            continue
         try:
             with create(name, model, spec.target_layer) as extractor:
                 if name == "tscam":
-                    extractor(torch.zeros(1, len(spec.mean) if len(spec.mean) > 1 else 3,
-                                          spec.size, spec.size, device=device), 0)
+                    channels = len(spec.mean) if len(spec.mean) > 1 else 3
+                    extractor(torch.zeros(1, channels, spec.size, spec.size, device=device), 0)
         except (ValueError, TypeError, RuntimeError):
             continue
         names.append(name)

@@ -219,15 +219,15 @@ def build_page(config: AppConfig, folder: str | os.PathLike[str]) -> Any:
         state = gr.State(None)
 
         def run(path: str | None, cls: Any, names: list[str], tau: float,
-                request: gr.Request) -> tuple[Any, ...]:
+                request: Any) -> tuple[Any, ...]:
             return handlers.explain(path, cls, names, tau, request.session_hash or "anon")
 
         def run_new(path: str | None, names: list[str], tau: float,
-                    request: gr.Request) -> tuple[Any, ...]:
+                    request: Any) -> tuple[Any, ...]:
             return run(path, None, names, tau, request)  # a new image: its top prediction
 
-        # Gradio injects the request by the parameter's type; under postponed annotations it
-        # cannot resolve "gr.Request" in this scope, so the types are set explicitly.
+        # Gradio injects the request by the parameter's type, set here because Gradio is
+        # imported in this function only.
         run.__annotations__["request"] = run_new.__annotations__["request"] = gr.Request
         outputs = [state, gallery, top5, target, downloads, status]
         upload.change(run_new, [upload, methods, threshold], outputs)
