@@ -50,6 +50,9 @@ INSTALL_HINT = 'the app needs Gradio: pip install "fcam[app]"'
 #: Longer side of the overlays shown on the page (downloads keep the image's resolution).
 DISPLAY_SIDE = 512
 _DEFAULT_METHODS = ("gradcam",)
+#: Browser sessions whose last result is kept (for the threshold slider); a local page rarely
+#: has more, and each holds an uploaded image.
+_SESSIONS = 32
 
 
 @dataclass
@@ -162,7 +165,7 @@ class _Handlers:
     def _write_maps(self, result: Explanation, session: str) -> list[str]:
         """Each map at the image's resolution as an 8-bit PNG and a float32 ``.npy``, in a
         per-session folder emptied first (so the disk use does not grow with uploads)."""
-        folder = self.folder / "maps" / "".join(c for c in session if c.isalnum())[:64]
+        folder = self.folder / "maps" / ("".join(c for c in session if c.isalnum())[:64] or "anon")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         files = []
@@ -276,6 +279,7 @@ def serve(config: AppConfig, host: str = "127.0.0.1", port: int | None = None,
             share=False, show_error=False, footer_links=[], enable_monitoring=False,
             run_history=False, mcp_server=False, ssr_mode=False, theme=theme,
             allowed_paths=[str(folder)], max_file_size=max(config.max_pixels * 4, 1 << 20),
+            state_session_capacity=_SESSIONS,
         )
         print(f"fcam app: serving {url} (Ctrl-C to stop)", flush=True)
         if ready is not None:

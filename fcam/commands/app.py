@@ -8,6 +8,7 @@ command that imports :mod:`fcam.demo`).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,12 @@ def _demo_models(args: argparse.Namespace) -> tuple[Path, Path, tuple[str, ...]]
     """The demo's cached classifier and checkpoint files (trained if missing), with the
     synthetic dataset's class names."""
     from fcam.data.synthetic import CLASSES
-    from fcam.demo.cached import cached_models
+    from fcam.demo.cached import cached_models, find_cached_models
 
+    if find_cached_models() is None:
+        print("fcam app: no classifier given and the demo's is not cached yet: training it and "
+              "its F-CAM on synthetic data (once, a few minutes on a CPU)", file=sys.stderr,
+              flush=True)
     classifier, checkpoint = cached_models(device=args.device, progress=not args.no_progress)
     return classifier, checkpoint, CLASSES
 

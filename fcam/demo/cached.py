@@ -16,7 +16,7 @@ from pathlib import Path
 from fcam.demo.cache import cache_dir
 from fcam.demo.config import DemoConfig
 
-__all__ = ["APP_CAM", "cached_models"]
+__all__ = ["APP_CAM", "cached_models", "find_cached_models"]
 
 #: Seed CAM of the F-CAM checkpoint the app opens on (one of the demo's default methods).
 APP_CAM = "gradcampp"
@@ -28,6 +28,16 @@ def _paths(config: DemoConfig, cam: str) -> tuple[Path, Path]:
         cache_dir() / "classifiers" / f"{classifier.arch}-{classifier.key()}.pt",
         cache_dir() / "fcam" / f"{cam}-{config.fcam_key(cam)}.pt",
     )
+
+
+def find_cached_models(cam: str = APP_CAM) -> tuple[Path, Path] | None:
+    """The cached classifier file and F-CAM checkpoint (full preset first, then ``--quick``),
+    or ``None`` when neither preset has both files."""
+    for config in (DemoConfig(cams=(cam,)), DemoConfig.quick(cams=(cam,))):
+        paths = _paths(config, cam)
+        if all(path.is_file() for path in paths):
+            return paths
+    return None
 
 
 def cached_models(
@@ -46,23 +56,21 @@ def cached_models(
     Returns:
         ``(classifier file, F-CAM checkpoint file)``, both in :func:`~fcam.demo.cache_dir`.
     """
-    full = DemoConfig(cams=(cam,), device=device, progress=progress)
-    if all(path.is_file() for path in _paths(full, cam)):
-        return _paths(full, cam)
-    config = DemoConfig.quick(cams=(cam,), device=device, progress=progress)
-    classifier_path, checkpoint_path = _paths(config, cam)
-    if not (classifier_path.is_file() and checkpoint_path.is_file()):
-        from fcam.data.synthetic import SyntheticWSOL
-        from fcam.demo.classifier import train_classifier
-        from fcam.demo.pipeline import _device, _fit_fcam
+    found = find_cached_models(cam)
+    if found is not None:
+        return found
+    from fcam.data.synthetic import SyntheticWSOL
+    from fcam.demo.classifier import train_classifier
+    from fcam.demo.pipeline import _device, _fit_fcam
 
-        config.validate()
-        torch_device = _device(device)
-        model = train_classifier(
-            config.classifier_config(), device=torch_device, cache=True, progress=progress
-        )
-        model.requires_grad_(False)
-        train = SyntheticWSOL(config.n_train, size=config.image_size, seed=config.seed,
-                              split="train")
-        _fit_fcam(model, cam, train, config, torch_device)
-    return classifier_path, checkpoint_path
+    # Train what is missing: a cached classifier is loaded, not retrained.
+    config = DemoConfig.quick(cams=(cam,), device=device, progress=progress)
+    config.validate()
+    torch_device = _device(device)
+    model = train_classifier(
+        config.classifier_config(), device=torch_device, cache=True, progress=progress
+    )
+    model.requires_grad_(False)
+    train = SyntheticWSOL(config.n_train, size=config.image_size, seed=config.seed, split="train")
+    _fit_fcam(model, cam, train, config, torch_device)
+    return _paths(config, cam)

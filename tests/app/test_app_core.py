@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.models.vision_transformer import VisionTransformer
 
 from fcam import FCAM, cams
 from fcam.app import applicable_methods, explain_image, load_checkpoint, load_image
@@ -245,6 +246,11 @@ def test_applicable_methods(tiny: dict) -> None:
     spec = ClassifierSpec("x.y:z", num_classes=5, target_layer="2", input_size=16)
     methods = applicable_methods(no_linear.eval(), spec)
     assert "cam" not in methods and "tscam" not in methods and "gradcam" in methods
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                            mlp_dim=16, num_classes=5).eval()
+    vit_spec = ClassifierSpec("x.y:vit", num_classes=5, input_size=32)
+    assert "tscam" in applicable_methods(vit, vit_spec)
 
 
 def test_example_images(tmp_path: Path) -> None:
