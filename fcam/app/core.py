@@ -176,8 +176,7 @@ def applicable_methods(model: nn.Module, spec: Any) -> list[str]:
         try:
             with create(name, model, spec.target_layer) as extractor:
                 if name == "tscam":
-                    channels = len(spec.mean) if len(spec.mean) > 1 else 3
-                    extractor(torch.zeros(1, channels, spec.size, spec.size, device=device), 0)
+                    extractor(to_input(Image.new("RGB", (spec.size, spec.size)), spec, device), 0)
         except (ValueError, TypeError, RuntimeError):
             continue
         names.append(name)

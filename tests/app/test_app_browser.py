@@ -81,6 +81,7 @@ def rendered(driver: Any, captions: list[str]) -> bool:
 
 def test_upload_shows_overlays_and_top5(browser: Any, app_process: type[AppProcess],
                                         tiny_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     classifier, checkpoint = tiny_files
@@ -111,6 +112,19 @@ def test_upload_shows_overlays_and_top5(browser: Any, app_process: type[AppProce
         shutil.copy(screenshot, os.environ["FCAM_APP_SCREENSHOT"])
     with Image.open(screenshot) as shot:
         assert shot.size[0] >= 1000
+
+    # The threshold slider redraws the overlays (with each map's box at the new threshold).
+    def gradcam_tile() -> str:
+        return str(browser.find_elements(By.CSS_SELECTOR, "#overlays img")[1].get_attribute("src"))
+
+    before = gradcam_tile()
+    slider = browser.find_element(By.CSS_SELECTOR, "#threshold input[type=range]")
+    ActionChains(browser).move_to_element_with_offset(
+        slider, int(slider.size["width"] * 0.4), 0).click().perform()  # 0.5 -> about 0.9
+    wait_for(lambda: float(slider.get_attribute("value")) > 0.8, what="the new threshold")
+    # Tiles are served by content hash: a new box gives a new address.
+    wait_for(lambda: rendered(browser, ["image", "Grad-CAM", "F-CAM"]) and gradcam_tile() != before,
+             what="the Grad-CAM overlay redrawn")
 
     # Choosing another prediction explains that class.
     last = browser.find_elements(By.CSS_SELECTOR, "#top5 label")[-1]
