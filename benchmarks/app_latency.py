@@ -175,7 +175,14 @@ def upload_and_wait(driver: Any, path: Path, previous: set[str], captions: list[
         fresh = all(src not in previous and width > 0 for src, _, width in items)
         return items if names == captions and fresh else None
 
-    items = wait_for(shown)
+    try:
+        items = wait_for(shown)
+    except TimeoutError:
+        status = driver.find_element(By.ID, "status").text
+        shot = Path(tempfile.gettempdir()) / f"app-latency-timeout-{path.stem}.png"
+        driver.save_screenshot(str(shot))
+        raise TimeoutError(f"no fresh overlays for {path.name}: status {status!r}, overlays "
+                           f"{driver.execute_script(_OVERLAYS_JS)}, screenshot {shot}") from None
     seconds = time.perf_counter() - tick
     previous.clear()
     previous.update(src for src, _, _ in items)
@@ -225,7 +232,7 @@ def measure_startup(work: Path, runs: int, demo_cache: Path | None) -> dict[str,
 
 def measure_uploads(work: Path, latency_uploads: int, uploads: int) -> dict[str, Any]:
     classifier, checkpoint = resnet50_files(work)
-    images = random_images(work, max(uploads, latency_uploads))
+    images = random_images(work, uploads + latency_uploads)  # every upload a new image
     server = Server(["--classifier", str(classifier), "--checkpoint", str(checkpoint)], {})
     driver = browser()
     try:
@@ -242,7 +249,7 @@ def measure_uploads(work: Path, latency_uploads: int, uploads: int) -> dict[str,
         driver.get(url)
         previous.clear()
         rss = []
-        for i, path in enumerate(images[:uploads]):
+        for i, path in enumerate(images[latency_uploads:]):
             upload_and_wait(driver, path, previous, captions)
             rss.append(server.rss_mb())
             if i % 10 == 0:
@@ -264,6 +271,23 @@ def measure_uploads(work: Path, latency_uploads: int, uploads: int) -> dict[str,
     }
 
 
+def reference_forward_ms(repeats: int = 5) -> float:
+    """Median ms of one plain resnet50 forward (batch 1, 224 px, no grad) in this process: how
+    fast the CPU was during the run, to compare runs under different loads."""
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None).eval()
+    x = torch.rand(1, 3, 224, 224)
+    times = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(repeats):
+            tick = time.perf_counter()
+            model(x)
+            times.append(1000 * (time.perf_counter() - tick))
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--startups", type=int, default=3)
@@ -280,9 +304,12 @@ def main() -> None:
         results = {
             "cpu_threads": torch.get_num_threads(),
             "load_average_at_start": os.getloadavg(),
-            "startup": measure_startup(work, args.startups, args.demo_cache),
+            "resnet50_forward_ms_at_start": reference_forward_ms(),
+            "startup": (measure_startup(work, args.startups, args.demo_cache)
+                        if args.startups else None),
             "uploads": measure_uploads(work, args.latency_uploads, args.uploads),
             "load_average_at_end": os.getloadavg(),
+            "resnet50_forward_ms_at_end": reference_forward_ms(),
         }
     text = json.dumps(results, indent=2)
     print(text)
