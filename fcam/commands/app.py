@@ -42,8 +42,8 @@ def register(sub: Any) -> None:
         "authentication)",
     )
     p.add_argument(
-        "--port", type=bounded_int(0, 65535), default=None, metavar="N",
-        help="TCP port (default: the first free one from 7860; 0 = any free port)",
+        "--port", type=bounded_int(1, 65535), default=None, metavar="N",
+        help="TCP port (default: the first free one from 7860)",
     )
     add_common(p)
     p.set_defaults(func=run)
