@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import ipaddress
 import logging
@@ -22,7 +24,8 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +79,6 @@ class AppConfig:
     title: str = "classifier"
     max_pixels: int = MAX_PIXELS
     methods: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -106,11 +108,35 @@ def _message(text: str, error: bool = True) -> str:
     return f"**{'Cannot explain this' if error else 'Note'}:** {text}" if text else ""
 
 
+def _release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere),
+    so the server's resident memory follows its live data instead of its peak."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Handlers:
-    """The page's callbacks; each returns values for its outputs, never raises."""
+    """The page's callbacks; each returns values for its outputs, never raises.
+
+    Every model call runs on one worker thread: the model's hooks and modes are shared by all
+    requests, and memory allocated by one thread stays in one malloc arena (Gradio's pool
+    threads would each grow their own, and the server's memory with them).
+    """
 
     def __init__(self, config: AppConfig, folder: Path) -> None:
         self.config, self.folder = config, folder
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcam-app")
+
+    def _on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def job() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                _release_memory()
+
+        return self.worker.submit(job).result()
 
     def explain(self, path: str | None, target: Any, methods: list[str], threshold: float,
                 session: str) -> tuple[Any, ...]:
@@ -120,13 +146,8 @@ class _Handlers:
             return (*keep, "")
         config = self.config
         try:
-            with config.lock:  # the model's hooks and modes are shared by every request
-                result = explain_image(
-                    path, None if target in (None, "") else target, methods or [], config.model,
-                    config.spec, fcam=config.fcam, threshold=threshold,
-                    class_names=config.class_names, max_pixels=config.max_pixels,
-                )
-            files = self._write_maps(result, session)
+            result, tiles, files = self._on_worker(self._explain, path, target, methods,
+                                                   threshold, session)
         except ValueError as exc:
             return (None, [], gr.update(choices=[], value=None), gr.skip(), [], _message(str(exc)))
         except Exception as exc:
@@ -137,22 +158,30 @@ class _Handlers:
         shown = result.target if any(p.index == result.target for p in result.predictions) else None
         note = "" if methods or config.fcam is not None else _message(
             "choose at least one CAM method", error=False)
-        return (result, self._tiles(result, threshold), gr.update(choices=choices, value=shown),
-                result.target, files, note)
+        return (result, tiles, gr.update(choices=choices, value=shown), result.target, files, note)
+
+    def _explain(self, path: str, target: Any, methods: list[str], threshold: float,
+                 session: str) -> tuple[Explanation, list[tuple[Any, str]], list[str]]:
+        config = self.config
+        result = explain_image(
+            path, None if target in (None, "") else target, methods or [], config.model,
+            config.spec, fcam=config.fcam, threshold=threshold, class_names=config.class_names,
+            max_pixels=config.max_pixels,
+        )
+        return result, self._tiles(result, threshold), self._write_maps(result, session)
 
     def redraw(self, result: Explanation | None, threshold: float) -> Any:
         gr = require_gradio()
-        return gr.skip() if result is None else self._tiles(result, threshold)
+        return gr.skip() if result is None else self._on_worker(self._tiles, result, threshold)
 
     def load_checkpoint(self, path: str | None) -> str:
         if not path:
             return ""
         try:
-            explainer = load_checkpoint(path, self.config.model)
+            explainer = self._on_worker(load_checkpoint, path, self.config.model)
         except ValueError as exc:
             return _message(str(exc))
-        with self.config.lock:
-            self.config.fcam = explainer
+        self.config.fcam = explainer
         return _message(f"F-CAM checkpoint {Path(path).name} loaded", error=False)
 
     def _tiles(self, result: Explanation, threshold: float) -> list[tuple[Any, str]]:
