@@ -271,23 +271,6 @@ def measure_uploads(work: Path, latency_uploads: int, uploads: int) -> dict[str,
     }
 
 
-def reference_forward_ms(repeats: int = 5) -> float:
-    """Median ms of one plain resnet50 forward (batch 1, 224 px, no grad) in this process: how
-    fast the CPU was during the run, to compare runs under different loads."""
-    import torchvision
-
-    model = torchvision.models.resnet50(weights=None).eval()
-    x = torch.rand(1, 3, 224, 224)
-    times = []
-    with torch.no_grad():
-        model(x)
-        for _ in range(repeats):
-            tick = time.perf_counter()
-            model(x)
-            times.append(1000 * (time.perf_counter() - tick))
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--startups", type=int, default=3)
@@ -304,12 +287,10 @@ def main() -> None:
         results = {
             "cpu_threads": torch.get_num_threads(),
             "load_average_at_start": os.getloadavg(),
-            "resnet50_forward_ms_at_start": reference_forward_ms(),
             "startup": (measure_startup(work, args.startups, args.demo_cache)
                         if args.startups else None),
             "uploads": measure_uploads(work, args.latency_uploads, args.uploads),
             "load_average_at_end": os.getloadavg(),
-            "resnet50_forward_ms_at_end": reference_forward_ms(),
         }
     text = json.dumps(results, indent=2)
     print(text)
