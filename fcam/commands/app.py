@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         with user_input("--checkpoint"):
             explainer = load_checkpoint(args.checkpoint, model)
-    title = args.classifier.name if args.classifier is not None else args.model
+    title = ("the demo's classifier (resnet18, synthetic shapes)" if class_names is not None
+             else args.classifier.name if args.classifier is not None else args.model)
     config = AppConfig(model, spec, fcam=explainer, class_names=class_names, title=title)
     try:
         return serve(config, host=args.host, port=args.port)
