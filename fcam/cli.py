@@ -9,7 +9,8 @@ Sub-commands (implemented in :mod:`fcam.commands`, one module each):
 * ``fcam evaluate``: PxAP / MaxBoxAccV2 / MaxBoxAcc / top-1 loc of an interpolated CAM or of
   a fitted F-CAM checkpoint on a dataset in the wsolevaluation layout;
 * ``fcam explain``: overlays of F-CAM (or CAM) maps on image files;
-* ``fcam export``: maps of a whole dataset as ``.npy``/``.png`` files, resumable.
+* ``fcam export``: maps of a whole dataset as ``.npy``/``.png`` files, resumable;
+* ``fcam app``: a local web page with CAMs and F-CAM side by side (``fcam[app]`` extra).
 
 The classifier is ``--classifier FILE`` (an fcam classifier file) or ``--model NAME`` (a
 torchvision builder name or ``package.module:callable``) with ``--weights FILE``.
@@ -27,7 +28,7 @@ import sys
 import traceback
 
 from fcam import __version__
-from fcam.commands import demo, evaluate, explain, export, fit
+from fcam.commands import app, demo, evaluate, explain, export, fit
 from fcam.commands.common import Parser, UserError
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -45,9 +46,10 @@ examples:
       --checkpoint fcam-demo/fcam-gradcampp.pt --out overlays/
   fcam export --data-root data/test --classifier fcam-demo/classifier.pt \\
       --cam gradcampp --format npy,png --out maps/
+  fcam app --classifier fcam-demo/classifier.pt --checkpoint fcam-demo/fcam-gradcampp.pt
 """
 
-_COMMANDS = (demo, fit, evaluate, explain, export)
+_COMMANDS = (demo, fit, evaluate, explain, export, app)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,8 @@ the edges must
 
 (a) form no cycle between units,
 (b) never point upward in :data:`LAYERS` (see docs/concepts/architecture.md), and
-(c) never reach :mod:`fcam.demo` from outside it, except from the CLI's demo command.
+(c) never reach :mod:`fcam.demo` from outside it, except from the CLI's demo command and the
+    app command's no-options default (:func:`fcam.commands.app._demo_models`).
 
 Imports inside one unit are not checked. A unit listed in :data:`LAYERS` that does not exist
 yet is simply absent; a unit that exists but is not listed fails :func:`test_every_unit_is_placed`.
@@ -46,8 +47,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fcam.evaluation", "fcam.models", "fcam.wsol"),
     # Overlays and comparison grids.
     ("fcam.viz",),
-    # Applications: the demo pipeline, the command line and its commands.
-    ("fcam.demo", "fcam.cli", "fcam.commands"),
+    # Applications: the demo pipeline, the web page, the command line and its commands.
+    ("fcam.demo", "fcam.app", "fcam.cli", "fcam.commands"),
 )
 
 FLOOR: dict[str, int] = {unit: floor for floor, units in enumerate(LAYERS) for unit in units}
@@ -81,9 +82,11 @@ def _lazy_reexports() -> dict[str, str]:
 
 LAZY_REEXPORTS = _lazy_reexports()
 
-#: Where fcam.demo may be imported from outside fcam/demo: the CLI's demo command, as module
-#: or ``module:function`` patterns.
-DEMO_IMPORTERS = ("fcam.commands.demo", "fcam.commands.demo.*", "fcam.cli:*demo*")
+#: Where fcam.demo may be imported from outside fcam/demo: the CLI's demo command, and the one
+#: function of the app command that opens the page on the demo's cached models when no
+#: classifier is given, as module or ``module:function`` patterns.
+DEMO_IMPORTERS = ("fcam.commands.demo", "fcam.commands.demo.*", "fcam.cli:*demo*",
+                  "fcam.commands.app:_demo_models")
 
 
 @dataclass(frozen=True)

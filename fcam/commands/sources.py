@@ -22,10 +22,11 @@ from fcam.commands.common import MAX_SIZE, UserError, float_list, positive_int, 
 logger = logging.getLogger(__name__)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """The classifier options shared by ``explain``, ``evaluate``, ``fit`` and ``export``."""
+def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The classifier options shared by ``explain``, ``evaluate``, ``fit``, ``export`` and
+    ``app`` (where they are optional: without them it opens on the demo's classifier)."""
     g = p.add_argument_group("classifier (--classifier FILE, or --model NAME [--weights FILE])")
-    which = g.add_mutually_exclusive_group(required=True)
+    which = g.add_mutually_exclusive_group(required=required)
     which.add_argument(
         "--classifier",
         type=Path,
