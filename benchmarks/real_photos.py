@@ -219,8 +219,10 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
 def summarise(scores: dict[str, dict[str, float]]) -> dict[str, Any]:
     """The stronger full-mask decoder (by PxAP) as the ceiling, and the gap shares F-CAM closes
     from the interpolated Grad-CAM++."""
-    which = max((name for name in ("ceiling_class", "ceiling_agnostic") if name in scores),
-                key=lambda name: scores[name]["pxap"])
+    ceilings = [name for name in ("ceiling_class", "ceiling_agnostic") if name in scores]
+    if not ceilings or "fcam" not in scores:  # a partial run (--methods)
+        return {"ceiling": None, "gap_share": dict.fromkeys(METRICS)}
+    which = max(ceilings, key=lambda name: scores[name]["pxap"])
     shares = {metric: gap_share(scores["gradcampp"][metric], scores["fcam"][metric],
                                 scores[which][metric]) for metric in METRICS}
     return {"ceiling": which, "gap_share": shares}
@@ -256,7 +258,7 @@ def classifier_row(variant: int, data_root: Path, args: argparse.Namespace) -> d
            "epochs": args.epochs, "ceiling_epochs": args.ceiling_epochs,
            "threads": torch.get_num_threads(),
            "scores": scores, **summarise(scores)}
-    if args.out is not None:
+    if args.out is not None and "fcam" in maps:
         picks = np.linspace(0, count - 1, 8).round().astype(int).tolist()
         grid = comparison_grid(
             [items[i]["raw"] for i in picks],
