@@ -173,7 +173,8 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
     ``cache`` when given and read back from there by a rerun, so an interrupted run resumes.
 
     Returns:
-        ``{"maps": {method: (N, S, S)}, "fit_s": {method: [seconds per fold]}, "folds": ...}``:
+        ``{"maps": {method: (N, S, S)}, "fit_s"/"cpu_s": {method: [wall/CPU seconds per fold]},
+        "folds": ...}``:
         position ``i`` of every map was made by models fitted on the other folds only.
     """
     device = torch.device(device)
@@ -183,17 +184,18 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
     split = fold_split(n, folds)
     maps: dict[str, torch.Tensor] = {}
     fit_s: dict[str, list[float]] = {}
+    cpu_s: dict[str, list[float]] = {}
     for name in methods:
         saved = None if cache is None else cache / f"{name}.pt"
         if saved is not None and saved.is_file():
             state = torch.load(saved, weights_only=True)
-            maps[name], fit_s[name] = state["maps"], state["fit_s"]
+            maps[name], fit_s[name], cpu_s[name] = state["maps"], state["fit_s"], state["cpu_s"]
             logger.info("%s: read from %s", name, saved)
             continue
-        maps[name], fit_s[name] = torch.zeros(n, *images.shape[-2:]), []
+        maps[name], fit_s[name], cpu_s[name] = torch.zeros(n, *images.shape[-2:]), [], []
         for f, (train, test) in enumerate(split):
             torch.manual_seed(seed + f)
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             if name == "fcam":
                 loader = DataLoader(Augmented([items[i] for i in train], mean, std),
                                     batch_size=batch_size, shuffle=True,
@@ -207,13 +209,14 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
                                   seed=seed, progress=False, class_head=name != "ceiling_agnostic",
                                   mean=mean, std=std, **ceiling)
             fit_s[name].append(time.perf_counter() - tic)
-            logger.info("fold %d/%d: %s fitted on %d photographs in %.0f s", f + 1, folds, name,
-                        len(train), fit_s[name][-1])
+            cpu_s[name].append(time.process_time() - cpu)
+            logger.info("fold %d/%d: %s fitted on %d photographs in %.0f s (%.0f s of CPU)",
+                        f + 1, folds, name, len(train), fit_s[name][-1], cpu_s[name][-1])
             maps[name][test] = _explain(fc, images[test], label, device)
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"maps": maps[name], "fit_s": fit_s[name]}, saved)
-    return {"maps": maps, "fit_s": fit_s, "folds": split}
+            torch.save({"maps": maps[name], "fit_s": fit_s[name], "cpu_s": cpu_s[name]}, saved)
+    return {"maps": maps, "fit_s": fit_s, "cpu_s": cpu_s, "folds": split}
 
 
 def summarise(scores: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -255,6 +258,7 @@ def classifier_row(variant: int, data_root: Path, args: argparse.Namespace) -> d
            "top1_target": float((top5[:, 0] == args.label).float().mean()) * 100,
            "top5_target": float((top5 == args.label).any(1).float().mean()) * 100,
            "fit_s": {name: [round(s) for s in v] for name, v in result["fit_s"].items()},
+           "fit_cpu_s": {name: [round(s) for s in v] for name, v in result["cpu_s"].items()},
            "epochs": args.epochs, "ceiling_epochs": args.ceiling_epochs,
            "threads": torch.get_num_threads(),
            "scores": scores, **summarise(scores)}
