@@ -91,8 +91,8 @@ def test_03_pretrained_efficientnet(env: dict[str, str], tmp_path: Path) -> None
         assert (tmp_path / f"cat_{method}.png").is_file()
     _grid(tmp_path / "pretrained_grid.png", columns=5, rows=2, tile=224)
     assert "F-CAM peak" in stdout
-    # The F-CAM it saves (its classifier class is __main__.EfficientNetLite0 there) loads onto
-    # the same classifier built from the imported module, and explains.
+    # The F-CAM it saves loads onto the same classifier built from the imported module, and
+    # explains.
     import importlib.util
 
     import torch
