@@ -24,6 +24,10 @@ Usage::
     python benchmarks/real_photos.py --data-root ../shared/data/weizmann-horse-dev --out real
     python benchmarks/real_photos.py --data-root DIR --variants 0 --limit 16 --epochs 1 \
         --ceiling-epochs 2                       # a smoke run (minutes)
+    # folds side by side: one process per fold, then one that reads them back and scores
+    python benchmarks/real_photos.py --data-root DIR --variants 0 --methods fcam --fold 0 --out real &
+    python benchmarks/real_photos.py --data-root DIR --variants 0 --methods fcam --fold 1 --out real &
+    wait; python benchmarks/real_photos.py --data-root DIR --variants 0 --out real
 
 The Weizmann Horse database (Borenstein and Ullman, ECCV 2002) is research-use data and is not
 shipped with fcam: the folder is an argument.
@@ -165,17 +169,20 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
               mean: Sequence[float], std: Sequence[float], folds: int = 2,
               epochs: int | None = None, ceiling: dict[str, Any] | None = None, k: int = 5,
               batch_size: int = 8, device: torch.device | str = "cpu", seed: int = 0,
-              methods: Sequence[str] = FITTED, cache: Path | None = None) -> dict[str, Any]:
+              methods: Sequence[str] = FITTED, cache: Path | None = None,
+              only_fold: int | None = None) -> dict[str, Any]:
     """Cross-fitted maps of F-CAM (default settings, Grad-CAM++ seeds), of the full-mask
     decoders (class head and class-agnostic) and of the ``k``-shot decoder.
 
-    One method at a time over every fold (the most important first), each saved under
-    ``cache`` when given and read back from there by a rerun, so an interrupted run resumes.
+    One method at a time (the most important first), fold by fold; each fold's maps are saved
+    under ``cache`` when given and read back from there by a rerun, so an interrupted run
+    resumes, and ``only_fold`` lets separate processes fit the folds side by side.
 
     Returns:
         ``{"maps": {method: (N, S, S)}, "fit_s"/"cpu_s": {method: [wall/CPU seconds per fold]},
-        "folds": ...}``:
-        position ``i`` of every map was made by models fitted on the other folds only.
+        "folds": ..., "complete": bool}``: position ``i`` of every map was made by models
+        fitted on the other folds only; ``complete`` is False when ``only_fold`` left folds
+        neither fitted nor cached.
     """
     device = torch.device(device)
     ceiling = {**CEILING, **(ceiling or {})}
@@ -185,15 +192,21 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
     maps: dict[str, torch.Tensor] = {}
     fit_s: dict[str, list[float]] = {}
     cpu_s: dict[str, list[float]] = {}
+    complete = True
     for name in methods:
-        saved = None if cache is None else cache / f"{name}.pt"
-        if saved is not None and saved.is_file():
-            state = torch.load(saved, weights_only=True)
-            maps[name], fit_s[name], cpu_s[name] = state["maps"], state["fit_s"], state["cpu_s"]
-            logger.info("%s: read from %s", name, saved)
-            continue
         maps[name], fit_s[name], cpu_s[name] = torch.zeros(n, *images.shape[-2:]), [], []
         for f, (train, test) in enumerate(split):
+            saved = None if cache is None else cache / f"{name}_fold{f}.pt"
+            if saved is not None and saved.is_file():
+                state = torch.load(saved, weights_only=True)
+                maps[name][test] = state["maps"]
+                fit_s[name].append(state["fit_s"])
+                cpu_s[name].append(state["cpu_s"])
+                logger.info("fold %d/%d: %s read from %s", f + 1, folds, name, saved)
+                continue
+            if only_fold is not None and f != only_fold:
+                complete = False
+                continue
             torch.manual_seed(seed + f)
             tic, cpu = time.perf_counter(), time.process_time()
             if name == "fcam":
@@ -213,10 +226,11 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
             logger.info("fold %d/%d: %s fitted on %d photographs in %.0f s (%.0f s of CPU)",
                         f + 1, folds, name, len(train), fit_s[name][-1], cpu_s[name][-1])
             maps[name][test] = _explain(fc, images[test], label, device)
-        if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"maps": maps[name], "fit_s": fit_s[name], "cpu_s": cpu_s[name]}, saved)
-    return {"maps": maps, "fit_s": fit_s, "cpu_s": cpu_s, "folds": split}
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"maps": maps[name][test], "fit_s": fit_s[name][-1],
+                            "cpu_s": cpu_s[name][-1]}, saved)
+    return {"maps": maps, "fit_s": fit_s, "cpu_s": cpu_s, "folds": split, "complete": complete}
 
 
 def summarise(scores: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -247,11 +261,14 @@ def classifier_row(variant: int, data_root: Path, args: argparse.Namespace) -> d
     with torch.no_grad():
         logits = torch.cat([model(images[s:s + 32].to(device)).cpu() for s in range(0, count, 32)])
     top5 = logits.topk(5, dim=1).indices
-    maps = cam_maps(model, "head", images, args.label, device)
     result = run_folds(model, "head", items, label=args.label, mean=LITE_MEAN, std=LITE_STD,
                        epochs=args.epochs, ceiling={"epochs": args.ceiling_epochs}, device=device,
-                       methods=args.methods,
+                       methods=args.methods, only_fold=args.fold,
                        cache=None if args.out is None else args.out / f"maps_lite{variant}")
+    if not result["complete"]:
+        return {"classifier": f"EfficientNet-Lite{variant}", "complete": False,
+                "fit_s": result["fit_s"], "fit_cpu_s": result["cpu_s"]}
+    maps = cam_maps(model, "head", images, args.label, device)
     maps.update(result["maps"])
     scores = {name: score(m, masks, boxes, args.box_interval) for name, m in maps.items()}
     row = {"classifier": f"EfficientNet-Lite{variant}", "size": size, "photographs": count,
@@ -305,6 +322,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--ceiling-epochs", type=int, default=CEILING["epochs"])
     parser.add_argument("--methods", nargs="*", default=list(FITTED), choices=FITTED,
                         help="fitted maps to make (F-CAM must be among them)")
+    parser.add_argument("--fold", type=int, default=None,
+                        help="fit this fold only (0-based) and save its maps; a run without "
+                        "--fold then reads every fold back and scores")
     parser.add_argument("--limit", type=int, default=None, help="first N photographs only")
     parser.add_argument("--box-interval", type=float, default=0.001, help="box metrics' threshold step")
     parser.add_argument("--tile", type=int, default=112, help="grid tile side")
@@ -318,11 +338,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         tic = time.perf_counter()
         row = classifier_row(variant, args.data_root, args)
         row["total_s"] = round(time.perf_counter() - tic)
-        rows.append(row)
         print("ROW", json.dumps(row), flush=True)
+        if row.get("complete") is False:
+            continue
+        rows.append(row)
         if args.out is not None:
             atomic_write_text(args.out / f"lite{variant}.json", json.dumps(row, indent=2) + "\n")
-    print(table(rows))
+    if rows:
+        print(table(rows))
     return rows
 
 
