@@ -165,6 +165,19 @@ def cam_maps(model: nn.Module, layer: str, images: torch.Tensor, label: int,
     return maps
 
 
+def cached_cam_maps(model: nn.Module, images: torch.Tensor, label: int, device: torch.device,
+                    cache: Path | None) -> dict[str, torch.Tensor]:
+    """:func:`cam_maps` of the ``head`` layer, saved in (and read back from) ``cache``."""
+    saved = None if cache is None else cache / "cams.pt"
+    if saved is not None and saved.is_file():
+        return dict(torch.load(saved, weights_only=True))
+    maps = cam_maps(model, "head", images, label, device)
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(maps, saved)
+    return maps
+
+
 def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, label: int,
               mean: Sequence[float], std: Sequence[float], folds: int = 2,
               epochs: int | None = None, ceiling: dict[str, Any] | None = None, k: int = 5,
@@ -261,14 +274,18 @@ def classifier_row(variant: int, data_root: Path, args: argparse.Namespace) -> d
     with torch.no_grad():
         logits = torch.cat([model(images[s:s + 32].to(device)).cpu() for s in range(0, count, 32)])
     top5 = logits.topk(5, dim=1).indices
+    cache = None if args.out is None else args.out / f"maps_lite{variant}"
+    if args.cams_only or (cache is not None and (cache / "cams.pt").is_file()):
+        maps = cached_cam_maps(model, images, args.label, device, cache)
+        if args.cams_only:
+            return {"classifier": f"EfficientNet-Lite{variant}", "complete": False}
     result = run_folds(model, "head", items, label=args.label, mean=LITE_MEAN, std=LITE_STD,
                        epochs=args.epochs, ceiling={"epochs": args.ceiling_epochs}, device=device,
-                       methods=args.methods, only_fold=args.fold,
-                       cache=None if args.out is None else args.out / f"maps_lite{variant}")
+                       methods=args.methods, only_fold=args.fold, cache=cache)
     if not result["complete"]:
         return {"classifier": f"EfficientNet-Lite{variant}", "complete": False,
                 "fit_s": result["fit_s"], "fit_cpu_s": result["cpu_s"]}
-    maps = cam_maps(model, "head", images, args.label, device)
+    maps = cached_cam_maps(model, images, args.label, device, cache)
     maps.update(result["maps"])
     scores = {name: score(m, masks, boxes, args.box_interval) for name, m in maps.items()}
     row = {"classifier": f"EfficientNet-Lite{variant}", "size": size, "photographs": count,
@@ -325,6 +342,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--fold", type=int, default=None,
                         help="fit this fold only (0-based) and save its maps; a run without "
                         "--fold then reads every fold back and scores")
+    parser.add_argument("--cams-only", action="store_true",
+                        help="only compute and save the CAM maps (for a later scoring run)")
     parser.add_argument("--limit", type=int, default=None, help="first N photographs only")
     parser.add_argument("--box-interval", type=float, default=0.001, help="box metrics' threshold step")
     parser.add_argument("--tile", type=int, default=112, help="grid tile side")

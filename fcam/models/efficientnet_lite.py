@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,13 +39,13 @@ class EfficientNetLite(nn.Module):
     ``head`` is the CAM target layer and every stage output is a distinct module output.
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Any) -> None:
         super().__init__()
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.blocks = nn.Sequential(*net._blocks)
         self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = net._fc  # dropout is the identity in eval mode
+        self.classifier: nn.Module = net._fc  # dropout is the identity in eval mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(self.blocks(self.stem(x)))
