@@ -118,3 +118,14 @@ def test_augmented_items_are_crops_of_the_photograph(bench: Any, items: list[dic
     assert set(item) == {"image", "raw", "label"} and "mask" not in item
     assert item["raw"].shape == (3, SIZE, SIZE) and item["raw"].dtype == torch.uint8
     assert torch.allclose(item["image"], (item["raw"].float() / 255 - 0.5) / 0.5)
+
+
+def test_fold_scores_weigh_each_fold_by_its_size(bench: Any, items: list[dict[str, Any]]) -> None:
+    masks = torch.stack([item["mask"] for item in items])
+    boxes = torch.stack([item["box"] for item in items])
+    maps = torch.rand(masks.shape, generator=torch.Generator().manual_seed(1))
+    maps[1::2] *= 0.01  # the second fold's model gives low values: pooled PxAP suffers, not its own
+    split = bench.fold_split(len(items))
+    by_fold = bench.fold_scores(maps, masks, boxes, split, box_interval=0.01)
+    expected = sum(pxap(maps[test], masks[test]) * len(test) for _, test in split) / len(items)
+    assert by_fold["pxap"] == pytest.approx(expected)
