@@ -82,3 +82,15 @@ def test_fcam_loss_on_device_matches_cpu(device: torch.device) -> None:
         assert total.device.type == where.type and torch.isfinite(grad).all()
         values.append([float(total), *(float(v) for v in parts.values())])
     assert values[1] == pytest.approx(values[0], rel=1e-4, abs=1e-6)
+
+
+def test_command_loaders_pin_memory_on_cuda_only(device: torch.device) -> None:
+    from fcam.commands.common import device_loading
+
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        options = device_loading(_net(device))
+        assert options == ({"pin_memory": True} if device.type == "cuda" else {})
+        assert torch.backends.cudnn.benchmark == (benchmark or device.type == "cuda")
+    finally:
+        torch.backends.cudnn.benchmark = benchmark

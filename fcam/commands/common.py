@@ -153,6 +153,20 @@ def device_type(text: str) -> str:
     return text
 
 
+def device_loading(model: Any) -> dict[str, Any]:
+    """``DataLoader`` options for the classifier's device: pinned host memory on CUDA, so the
+    batches' copies to the GPU (``non_blocking``) overlap the computation. On CUDA this also
+    turns on cuDNN's autotuner: every command resizes its images to one ``--size``."""
+    import torch
+
+    from fcam.core import model_device
+
+    if model_device(model).type != "cuda":
+        return {}
+    torch.backends.cudnn.benchmark = True
+    return {"pin_memory": True}
+
+
 # ------------------------------------------------------------------------------ options
 def add_common(p: argparse.ArgumentParser) -> None:
     """``--device``, ``--no-progress`` and ``-v``."""

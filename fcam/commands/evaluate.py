@@ -12,6 +12,7 @@ from fcam.commands.common import (
     add_common,
     add_dataset_args,
     add_method_args,
+    device_loading,
     positive_float,
 )
 from fcam.commands.sources import MapSource, add_model_args, load_classifier_args, open_dataset
@@ -184,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
     model, spec = load_classifier_args(args)
     dataset = open_dataset(args, spec)
     loader: Any = DataLoader(
-        dataset, batch_size=args.batch_size, collate_fn=wsol_collate, num_workers=args.workers
+        dataset, batch_size=args.batch_size, collate_fn=wsol_collate, num_workers=args.workers,
+        **device_loading(model),
     )
     if args.mask_dir is not None and args.label is None:
         loader = PredictedLabels(loader, model)

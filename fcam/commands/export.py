@@ -19,6 +19,7 @@ from fcam.commands.common import (
     add_common,
     add_dataset_args,
     add_method_args,
+    device_loading,
     make_dir,
     map_formats,
     map_to_uint8,
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         _Pending(dataset, pending),  # type: ignore[arg-type]  # a map-style dataset
         batch_size=args.batch_size,
         num_workers=args.workers,
+        **device_loading(model),
     )
     with MapSource(model, spec, args.checkpoint, args.cam, args.cam_exponent,
                    args.cam_mix) as source:
@@ -117,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
         bar = progress_bar(total=len(pending), enabled=not args.no_progress,
                            desc=f"export {source.label}", unit="img")
         for batch in loader:
-            images = batch["image"].to(device)
-            targets = batch["label"].to(device) if args.target == "label" else None
+            images = batch["image"].to(device, non_blocking=True)
+            targets = batch["label"].to(device, non_blocking=True) if args.target == "label" else None
             if targets is not None and int(targets.max()) >= (spec.num_classes or 1 << 62):
                 raise UserError(
                     f"--target label: label {int(targets.max())} out of range for a "

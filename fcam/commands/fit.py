@@ -24,6 +24,7 @@ from fcam.commands.common import (
     add_map_args,
     add_mask_folder_args,
     cam_name,
+    device_loading,
     make_dir,
     non_negative_int,
     positive_float,
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         val_loader = DataLoader(
             open_mask_folder(args.val_data_root, args.val_mask_dir, args, spec, prefix="val-"),
             batch_size=args.batch_size, collate_fn=wsol_collate, num_workers=args.workers,
+            **device_loading(model),
         )
     if not args.use_predictions:
         _check_labels(dataset, spec.num_classes)
@@ -168,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         collate_fn=wsol_collate,
         num_workers=args.workers,
         generator=torch.Generator().manual_seed(args.seed),
+        **device_loading(model),
     )
     options: dict[str, Any] = {"mean": spec.mean, "std": spec.std, "seed": args.seed}
     # Options left unset on the command line keep F-CAM's own defaults.

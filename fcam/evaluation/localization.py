@@ -252,8 +252,8 @@ def evaluate_localization(
     evaluators = _Evaluators(cam_curve_interval)
     for batch in progress_bar(loader, enabled=progress, desc=desc, leave=False, unit="batch"):
         images, labels = _check_batch(batch)
-        images = images.to(device)
-        labels = torch.as_tensor(labels).to(device)
+        images = images.to(device, non_blocking=True)  # async from pinned memory
+        labels = torch.as_tensor(labels).to(device, non_blocking=True)
         maps = _check_maps(map_fn(images, labels), images)
         logits = _logits(model, images, output_fn) if model is not None else None
         evaluators.update(batch, maps, labels, logits)
