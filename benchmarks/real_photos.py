@@ -257,8 +257,9 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
                                   mean=mean, std=std, **ceiling)
             fit_s[name].append(time.perf_counter() - tic)
             cpu_s[name].append(time.process_time() - cpu)
-            logger.info("fold %d/%d: %s fitted on %d photographs in %.0f s (%.0f s of CPU)",
-                        f + 1, folds, name, len(train), fit_s[name][-1], cpu_s[name][-1])
+            logger.info("fold %d/%d: %s fitted on %d photographs in %.0f s (%.0f s of CPU)", f + 1,
+                        folds, name, min(k, len(train)) if name == "fewshot" else len(train),
+                        fit_s[name][-1], cpu_s[name][-1])
             maps[name][test] = _explain(fc, images[test], label, device)
             if saved is not None:
                 saved.parent.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--method-lr", default="cstn=0.01",
+                   help="per-method learning rates, 'method=lr,...' (CSTN's joint softmax diverges "
+                        "to a NaN loss at 0.05 from scratch; 'none' for --lr everywhere)")
     p.add_argument("--head-lr-ratio", type=float, default=1.0,
                    help="heads' lr / lr (10 in wsolevaluation, which fine-tunes ImageNet "
                         "backbones; 1 here because the backbone trains from scratch)")
@@ -119,6 +122,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
     args = p.parse_args()
+    args.method_lrs = parse_method_lr(args.method_lr)
     if args.quick:
         args.n_train, args.n_test, args.epochs, args.fcam_train = 64, 20, 1, 16
         args.fcam_epochs, args.fsl_k, args.fsl_epochs, args.timing_rounds = 1, 1, 1, 1
@@ -161,6 +165,7 @@ def _train_settings(args: argparse.Namespace, arch: str, method: str) -> dict[st
     """What a trained WSOL classifier depends on (its cache key)."""
     keys = ("size", "width", "n_train", "epochs", "batch_size", "lr", "head_lr_ratio", "seed", "quick")
     settings = {k: getattr(args, k) for k in keys}
+    settings["lr"] = method_lr(args, method)
     settings.update(arch=arch, feature_layer=feature_layer(args, arch))
     if method == "danet":
         settings["danet_hierarchy"] = args.danet_hierarchy
@@ -202,7 +207,7 @@ def run_method(method: str, arch: str, args: argparse.Namespace, loaders: dict[s
 
     def train_method() -> dict[str, Any]:
         t0 = time.time()
-        history = train(built, loaders["train"], method, epochs=args.epochs, lr=args.lr,
+        history = train(built, loaders["train"], method, epochs=args.epochs, lr=method_lr(args, method),
                         progress=False, seed=args.seed, head_lr_ratio=args.head_lr_ratio)
         return {"train_s": time.time() - t0, "loss": history[-1]["loss"]}
 
@@ -248,6 +253,23 @@ def baseline_rows(args: argparse.Namespace, train_set: Any, loaders: dict[str, A
     scores = evaluate_localization(fcam_map_fn(fsl), encoder, loaders["test"], **evaluate)
     return [scores_row("center baseline", center),
             scores_row(f"FSL baseline (k={args.fsl_k}/class)", scores)]
+
+
+def parse_method_lr(text: str) -> dict[str, float]:
+    """``"cstn=0.01,spol=0.02"`` -> ``{"cstn": 0.01, "spol": 0.02}`` (``"none"`` or ``""``: ``{}``)."""
+    if text.strip().lower() in ("", "none"):
+        return {}
+    out = {}
+    for part in text.split(","):
+        method, sep, value = part.partition("=")
+        if not sep or method.strip() not in TABLE_METHODS:
+            raise SystemExit(f"--method-lr: expected method=lr with a method of {TABLE_METHODS}, got {part!r}")
+        out[method.strip()] = float(value)
+    return out
+
+
+def method_lr(args: argparse.Namespace, method: str) -> float:
+    return args.method_lrs.get(method, args.lr)
 
 
 def run_backbone(arch: str, args: argparse.Namespace, train_set: Any, loaders: dict[str, Any],
@@ -297,7 +319,8 @@ def print_report(args: argparse.Namespace, tables: dict[str, list[dict[str, Any]
                  overheads: dict[str, dict[str, dict[str, Any]]], wall_s: float) -> None:
     arches = list(tables)
     print(f"\nWSOL table: SyntheticWSOL {args.size} px, {', '.join(arches)} (random init), "
-          f"{args.n_train} train / {args.n_test} test images, {args.epochs} epochs, wall {wall_s:.0f} s\n")
+          f"{args.n_train} train / {args.n_test} test images, {args.epochs} epochs, lr {args.lr}"
+          + "".join(f" ({m}: {lr})" for m, lr in args.method_lrs.items()) + f", wall {wall_s:.0f} s\n")
     print("| row | " + " | ".join(f"{a} PxAP | {a} MaxBoxAccV2 | {a} MaxBoxAcc | {a} acc." for a in arches) + " |")
     print("|---|" + "---:|" * (4 * len(arches)))
     order = list(dict.fromkeys(r["row"] for a in arches for r in tables[a]))
