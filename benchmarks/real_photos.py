@@ -204,7 +204,8 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
               epochs: int | None = None, ceiling: dict[str, Any] | None = None, k: int = 5,
               batch_size: int = 8, device: torch.device | str = "cpu", seed: int = 0,
               methods: Sequence[str] = FITTED, cache: Path | None = None,
-              only_fold: int | None = None) -> dict[str, Any]:
+              only_fold: int | None = None, fcam_options: dict[str, Any] | None = None,
+              ) -> dict[str, Any]:
     """Cross-fitted maps of F-CAM (default settings, Grad-CAM++ seeds), of the full-mask
     decoders (class head and class-agnostic) and of the ``k``-shot decoder.
 
@@ -247,7 +248,8 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
                 loader = DataLoader(Augmented([items[i] for i in train], mean, std),
                                     batch_size=batch_size, shuffle=True,
                                     drop_last=len(train) > batch_size)
-                fc = FCAM(model, layer, cam="gradcampp", mean=mean, std=std, seed=seed)
+                fc = FCAM(model, layer, cam="gradcampp", mean=mean, std=std, seed=seed,
+                          **(fcam_options or {}))
                 fc.fit(loader, **({} if epochs is None else {"epochs": epochs}), device=device,
                        progress=False)
             else:
@@ -303,7 +305,8 @@ def classifier_row(variant: int, data_root: Path, args: argparse.Namespace) -> d
             return {"classifier": f"EfficientNet-Lite{variant}", "complete": False}
     result = run_folds(model, "head", items, label=args.label, mean=LITE_MEAN, std=LITE_STD,
                        epochs=args.epochs, ceiling={"epochs": args.ceiling_epochs}, device=device,
-                       methods=args.methods, only_fold=args.fold, cache=cache)
+                       methods=args.methods, only_fold=args.fold, cache=cache,
+                       fcam_options=args.fcam_options)
     if not result["complete"]:
         return {"classifier": f"EfficientNet-Lite{variant}", "complete": False,
                 "fit_s": result["fit_s"], "fit_cpu_s": result["cpu_s"]}
@@ -318,6 +321,7 @@ def classifier_row(variant: int, data_root: Path, args: argparse.Namespace) -> d
            "fit_s": {name: [round(s) for s in v] for name, v in result["fit_s"].items()},
            "fit_cpu_s": {name: [round(s) for s in v] for name, v in result["cpu_s"].items()},
            "epochs": args.epochs, "ceiling_epochs": args.ceiling_epochs,
+           "fcam_options": args.fcam_options,
            "threads": torch.get_num_threads(),
            "scores": scores, "scores_pooled": pooled, **summarise(scores)}
     if args.out is not None and "fcam" in maps:
@@ -353,6 +357,30 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["crf_weight=1e-9", "colour_bins=0"]`` -> ``{"crf_weight": 1e-09, "colour_bins": 0}``
+    (ints, then floats, else strings).
+
+    Example:
+        >>> parse_options(["colour_bins=0", "crf_weight=2e-9", "colour_mode=filter"])
+        {'colour_bins': 0, 'crf_weight': 2e-09, 'colour_mode': 'filter'}
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--fcam-option: expected NAME=VALUE, got {pair!r}")
+        for kind in (int, float):
+            try:
+                out[name] = kind(text)
+                break
+            except ValueError:
+                continue
+        else:
+            out[name] = text
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True,
@@ -373,8 +401,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--tile", type=int, default=112, help="grid tile side")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fcam-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="an F-CAM option other than its default (repeatable; e.g. "
+                             "crf_weight=1e-9); use a separate --out, the maps are cached there")
     parser.add_argument("--out", type=Path, default=None, help="write results JSON and grids here")
     args = parser.parse_args(argv)
+    args.fcam_options = parse_options(args.fcam_option)
     torch.set_num_threads(args.threads)
     rows = []
     for variant in args.variants:
