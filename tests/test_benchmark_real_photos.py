@@ -129,3 +129,26 @@ def test_fold_scores_weigh_each_fold_by_its_size(bench: Any, items: list[dict[st
     by_fold = bench.fold_scores(maps, masks, boxes, split, box_interval=0.01)
     expected = sum(pxap(maps[test], masks[test]) * len(test) for _, test in split) / len(items)
     assert by_fold["pxap"] == pytest.approx(expected)
+
+
+def test_fcam_options_reach_the_fit(bench: Any, items: list[dict[str, Any]], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert bench.parse_options(["colour_bins=0", "crf_weight=1e-9", "colour_mode=filter"]) == {
+        "colour_bins": 0, "crf_weight": 1e-9, "colour_mode": "filter"}
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        bench.parse_options(["crf_weight"])
+    built: list[Any] = []
+    real_fcam = bench.FCAM
+
+    def fcam(*args: Any, **kwargs: Any) -> Any:
+        built.append(real_fcam(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(bench, "FCAM", fcam)
+    torch.manual_seed(0)
+    model = build_classifier(5).eval().requires_grad_(False)
+    bench.run_folds(model, "layer4", items, label=1, mean=(0.485, 0.456, 0.406),
+                    std=(0.229, 0.224, 0.225), epochs=1, batch_size=2, methods=["fcam"],
+                    fcam_options={"colour_bins": 0, "crf_weight": 1e-9})
+    assert len(built) == 2
+    assert all(fc.config.seeds.colour_bins == 0 and fc.config.crf_weight == 1e-9 for fc in built)
