@@ -345,6 +345,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
               "ceiling_class": "full masks, all (class head)",
               "ceiling_agnostic": "full masks, all (class-agnostic)"}
     for row in rows:
+        options = row.get("fcam_options")
+        if options:
+            labels["fcam"] = "**F-CAM** (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
         for name, label in labels.items():
             if name not in row["scores"]:
                 continue
