@@ -346,9 +346,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
               "ceiling_agnostic": "full masks, all (class-agnostic)"}
     for row in rows:
         options = row.get("fcam_options")
-        if options:
-            labels["fcam"] = "**F-CAM** (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
-        for name, label in labels.items():
+        named = {**labels, "fcam": "**F-CAM** (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"} \
+            if options else labels
+        for name, label in named.items():
             if name not in row["scores"]:
                 continue
             s = row["scores"][name]
