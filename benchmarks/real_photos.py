@@ -212,6 +212,8 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
     One method at a time (the most important first), fold by fold; each fold's maps are saved
     under ``cache`` when given and read back from there by a rerun, so an interrupted run
     resumes, and ``only_fold`` lets separate processes fit the folds side by side.
+    Each saved fold records the settings its fit used (epochs, F-CAM options, the full-mask
+    decoders' training); a cached fold fitted with other settings is an error, not a silent reuse.
 
     Returns:
         ``{"maps": {method: (N, S, S)}, "fit_s"/"cpu_s": {method: [wall/CPU seconds per fold]},
@@ -230,10 +232,18 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
     complete = True
     for name in methods:
         maps[name], fit_s[name], cpu_s[name] = torch.zeros(n, *images.shape[-2:]), [], []
+        settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size}
+        if name == "fcam":
+            settings.update(epochs=epochs, fcam_options=dict(fcam_options or {}))
+        else:
+            settings.update(ceiling=ceiling, k=k)
         for f, (train, test) in enumerate(split):
             saved = None if cache is None else cache / f"{name}_fold{f}.pt"
             if saved is not None and saved.is_file():
                 state = torch.load(saved, weights_only=True)
+                if state.get("settings") != settings:
+                    raise ValueError(f"{saved} was fitted with {state.get('settings')}, not {settings}: "
+                                     "give this run its own --out (or remove the file)")
                 maps[name][test] = state["maps"]
                 fit_s[name].append(state["fit_s"])
                 cpu_s[name].append(state["cpu_s"])
@@ -243,30 +253,29 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
                 complete = False
                 continue
             torch.manual_seed(seed + f)
+            shots = k if name == "fewshot" else len(train)
             tic, cpu = time.perf_counter(), time.process_time()
             if name == "fcam":
                 loader = DataLoader(Augmented([items[i] for i in train], mean, std),
                                     batch_size=batch_size, shuffle=True,
                                     drop_last=len(train) > batch_size)
                 fc = FCAM(model, layer, cam="gradcampp", mean=mean, std=std, seed=seed,
-                          **(fcam_options or {}))
+                          **settings["fcam_options"])
                 fc.fit(loader, **({} if epochs is None else {"epochs": epochs}), device=device,
                        progress=False)
             else:
-                shots = k if name == "fewshot" else len(train)
                 fc = fsl_baseline(model, Photos([items[i] for i in train]), layer, k=shots,
                                   seed=seed, progress=False, class_head=name != "ceiling_agnostic",
                                   mean=mean, std=std, **ceiling)
             fit_s[name].append(time.perf_counter() - tic)
             cpu_s[name].append(time.process_time() - cpu)
             logger.info("fold %d/%d: %s fitted on %d photographs in %.0f s (%.0f s of CPU)", f + 1,
-                        folds, name, min(k, len(train)) if name == "fewshot" else len(train),
-                        fit_s[name][-1], cpu_s[name][-1])
+                        folds, name, min(shots, len(train)), fit_s[name][-1], cpu_s[name][-1])
             maps[name][test] = _explain(fc, images[test], label, device)
             if saved is not None:
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"maps": maps[name][test], "fit_s": fit_s[name][-1],
-                            "cpu_s": cpu_s[name][-1]}, saved)
+                            "cpu_s": cpu_s[name][-1], "settings": settings}, saved)
     return {"maps": maps, "fit_s": fit_s, "cpu_s": cpu_s, "folds": split, "complete": complete}
 
 
@@ -406,7 +415,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fcam-option", action="append", default=[], metavar="NAME=VALUE",
                         help="an F-CAM option other than its default (repeatable; e.g. "
-                             "crf_weight=1e-9); use a separate --out, the maps are cached there")
+                             "crf_weight=1e-9); use a separate --out: a cached fold fitted with "
+                             "other settings stops the run")
     parser.add_argument("--out", type=Path, default=None, help="write results JSON and grids here")
     args = parser.parse_args(argv)
     args.fcam_options = parse_options(args.fcam_option)

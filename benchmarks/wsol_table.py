@@ -163,7 +163,7 @@ def time_steps(models: dict[str, Any], batch: dict[str, torch.Tensor], rounds: i
 
 def _train_settings(args: argparse.Namespace, arch: str, method: str) -> dict[str, Any]:
     """What a trained WSOL classifier depends on (its cache key)."""
-    keys = ("size", "width", "n_train", "epochs", "batch_size", "lr", "head_lr_ratio", "seed", "quick")
+    keys = ("size", "width", "n_train", "epochs", "batch_size", "head_lr_ratio", "seed", "quick")
     settings = {k: getattr(args, k) for k in keys}
     settings["lr"] = method_lr(args, method)
     settings.update(arch=arch, feature_layer=feature_layer(args, arch))

@@ -147,8 +147,15 @@ def test_fcam_options_reach_the_fit(bench: Any, items: list[dict[str, Any]], tmp
     monkeypatch.setattr(bench, "FCAM", fcam)
     torch.manual_seed(0)
     model = build_classifier(5).eval().requires_grad_(False)
-    bench.run_folds(model, "layer4", items, label=1, mean=(0.485, 0.456, 0.406),
-                    std=(0.229, 0.224, 0.225), epochs=1, batch_size=2, methods=["fcam"],
-                    fcam_options={"colour_bins": 0, "crf_weight": 1e-9})
+    options = {"label": 1, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+               "epochs": 1, "batch_size": 2, "methods": ["fcam"], "cache": tmp_path}
+    bench.run_folds(model, "layer4", items, fcam_options={"colour_bins": 0, "crf_weight": 1e-9},
+                    **options)
     assert len(built) == 2
     assert all(fc.config.seeds.colour_bins == 0 and fc.config.crf_weight == 1e-9 for fc in built)
+    # The cache holds those fits: a run with other settings stops instead of reusing them.
+    with pytest.raises(ValueError, match="its own --out"):
+        bench.run_folds(model, "layer4", items, **options)
+    bench.run_folds(model, "layer4", items, fcam_options={"crf_weight": 1e-9, "colour_bins": 0},
+                    **options)
+    assert len(built) == 2
