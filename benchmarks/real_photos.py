@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fcam_options import parse_options
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -57,6 +58,7 @@ from fcam.cams import create
 from fcam.core.io import atomic_write_text
 from fcam.core.normalisation import normalise_raw
 from fcam.data import MaskFolder
+from fcam.explainer import FCAMConfig
 from fcam.metrics import maxboxacc, pxap
 from fcam.viz import comparison_grid
 from fcam.wsol import fsl_baseline
@@ -212,8 +214,9 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
     One method at a time (the most important first), fold by fold; each fold's maps are saved
     under ``cache`` when given and read back from there by a rerun, so an interrupted run
     resumes, and ``only_fold`` lets separate processes fit the folds side by side.
-    Each saved fold records the settings its fit used (epochs, F-CAM options, the full-mask
-    decoders' training); a cached fold fitted with other settings is an error, not a silent reuse.
+    Each saved fold records the settings its fit used (epochs, F-CAM's effective configuration,
+    the full-mask decoders' training); a cached fold fitted with other settings, including other
+    fcam defaults, is an error, not a silent reuse.
 
     Returns:
         ``{"maps": {method: (N, S, S)}, "fit_s"/"cpu_s": {method: [wall/CPU seconds per fold]},
@@ -234,7 +237,12 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
         maps[name], fit_s[name], cpu_s[name] = torch.zeros(n, *images.shape[-2:]), [], []
         settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size}
         if name == "fcam":
-            settings.update(epochs=epochs, fcam_options=dict(fcam_options or {}))
+            # The effective configuration, not just the options given: a fold fitted under
+            # other fcam defaults is then a mismatch too.
+            settings.update(epochs=epochs, fcam_options=dict(fcam_options or {}),
+                            fcam_config=FCAMConfig.from_options(
+                                mean=tuple(mean), std=tuple(std), seed=seed, **(fcam_options or {})
+                            ).to_dict())
         else:
             settings.update(ceiling=ceiling, k=k)
         for f, (train, test) in enumerate(split):
@@ -367,30 +375,6 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         shares = " / ".join("n/a" if v is None else f"{100 * v:.0f} %" for v in row["gap_share"].values())
         lines.append(f"| {row['classifier']} | gap to the ceiling closed by F-CAM | {shares} | | |")
     return "\n".join(lines)
-
-
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["crf_weight=1e-9", "colour_bins=0"]`` -> ``{"crf_weight": 1e-09, "colour_bins": 0}``
-    (ints, then floats, else strings).
-
-    Example:
-        >>> parse_options(["colour_bins=0", "crf_weight=2e-9", "colour_mode=filter"])
-        {'colour_bins': 0, 'crf_weight': 2e-09, 'colour_mode': 'filter'}
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"--fcam-option: expected NAME=VALUE, got {pair!r}")
-        for kind in (int, float):
-            try:
-                out[name] = kind(text)
-                break
-            except ValueError:
-                continue
-        else:
-            out[name] = text
-    return out
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

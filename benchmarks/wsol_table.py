@@ -44,6 +44,7 @@ from typing import Any
 import torch
 import torchvision
 from cached_training import load_or_train
+from fcam_options import parse_options
 from torch.utils.data import DataLoader, Subset
 
 from fcam import FCAM
@@ -105,6 +106,8 @@ def parse_args() -> argparse.Namespace:
                    help="F-CAM's cam_exponent (default: fcam's own default)")
     p.add_argument("--cam-mix", type=float, default=None,
                    help="F-CAM's cam_mix (default: fcam's own default)")
+    p.add_argument("--fcam-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other FCAM option for every + F-CAM row, e.g. sl_max=10 (repeatable)")
     p.add_argument("--no-cache", action="store_true",
                    help="retrain the WSOL classifiers instead of loading them from fcam's cache dir")
     p.add_argument("--fsl-k", type=int, default=5)
@@ -177,7 +180,9 @@ def feature_layer(args: argparse.Namespace, arch: str) -> str | None:
 
 
 def fcam_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {} if args.crf_weight is None else {"crf_weight": args.crf_weight}
+    options = parse_options(args.fcam_option)
+    if args.crf_weight is not None:
+        options["crf_weight"] = args.crf_weight
     for name in ("cam_exponent", "cam_mix"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)

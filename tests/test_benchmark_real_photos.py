@@ -3,7 +3,9 @@ photograph is scored by a model that trained on it), the cache, and the scoring.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from PIL import Image
 
 from fcam.data import MaskFolder, SyntheticWSOL
 from fcam.demo import build_classifier
+from fcam.explainer import FCAMConfig, SeedOptions
 from fcam.metrics import maxboxacc, pxap
 
 SIZE = 64
@@ -22,6 +25,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_photos.py"
 
 @pytest.fixture(scope="module")
 def bench() -> Any:
+    # The script imports its sibling modules, as it does when run from the command line.
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("real_photos", SCRIPT)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -159,3 +165,13 @@ def test_fcam_options_reach_the_fit(bench: Any, items: list[dict[str, Any]], tmp
     bench.run_folds(model, "layer4", items, fcam_options={"crf_weight": 1e-9, "colour_bins": 0},
                     **options)
     assert len(built) == 2
+    # So does a run whose options are the same but whose fcam defaults changed since.
+    class NewDefaults:
+        @staticmethod
+        def from_options(**opts: Any) -> FCAMConfig:
+            return dataclasses.replace(FCAMConfig.from_options(**opts), seeds=SeedOptions(sl_max=99))
+
+    monkeypatch.setattr(bench, "FCAMConfig", NewDefaults)
+    with pytest.raises(ValueError, match="its own --out"):
+        bench.run_folds(model, "layer4", items, fcam_options={"crf_weight": 1e-9, "colour_bins": 0},
+                        **options)

@@ -44,8 +44,9 @@ so at a fixed spatial bandwidth it grows like ``(H·W)²``; the weight used is
 independent of the image size. With the default ``crf_normalize="affinity"`` each image's
 affinity is also scaled to a unit mean entry, so the balance no longer depends on how much
 colour structure an image has. The default weight, 2e-9 (twice the paper's exact-kernel value), and
-the default seeds (10 + 10 per image, background seeds from the lowest half of the CAM, both
-kinds drawn in proportion to their colour agreement) were chosen on two synthetic domains; the
+the default seeds (background seeds from the lowest half of the CAM, both kinds drawn in
+proportion to their colour agreement) were chosen on two synthetic domains, their number (60 + 60
+per image, 5 × 5 patches) on real photographs (``docs/notes/real_photos.md``); the
 earlier 3e-8 let the CRF outweigh the seeds about ninefold and ran away to all-foreground on
 cluttered backgrounds. Derivation and measurements, tuned
 and held-out domains: ``docs/concepts/fcam.md`` and ``docs/benchmarks.md``. When maps collapse

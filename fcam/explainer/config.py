@@ -53,8 +53,10 @@ DEFAULT_CAM_MIX = 0.02
 class SeedOptions:
     """Seed sampling of :func:`fcam.losses.sample_seeds`.
 
-    The defaults draw 10 + 10 seeds per image (the original code's config default; the paper's
-    run used 1 + 1) and the background seeds from the lowest half of the CAM (paper: 10 %),
+    The defaults draw 60 + 60 seeds per image, each dilated to a 5 × 5 patch (the original
+    code's config draws 10 + 10 3 × 3 patches, the paper's run 1 + 1: on real photographs,
+    the sparse seeds left the decoder free to spill over background of the object's colours,
+    docs/notes/real_photos.md), and the background seeds from the lowest half of the CAM (paper: 10 %),
     so that the background around the object is supervised too, and never from the CAM's own
     (Otsu) region, where that half would reach into an object filling the frame. Both kinds of
     seed are also drawn in proportion to how well their colour agrees with their side
@@ -79,9 +81,9 @@ class SeedOptions:
             colours with their surroundings, ``colour_bins=0``.
     """
 
-    sl_max: int = 10
-    sl_min: int = 10
-    sl_ksz: int = 3
+    sl_max: int = 60
+    sl_min: int = 60
+    sl_ksz: int = 5
     sl_min_p: float = 0.5
     fg_erode_k: int = 11
     fg_erode_iter: int = 1
