@@ -38,6 +38,7 @@ shipped with fcam: the folder is an argument.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -58,7 +59,9 @@ from fcam.cams import create
 from fcam.core.io import atomic_write_text
 from fcam.core.normalisation import normalise_raw
 from fcam.data import MaskFolder
+from fcam.explainer import FCAM as FCAMClass
 from fcam.explainer import FCAMConfig
+from fcam.explainer.trainer import DEFAULT_LR, DEFAULT_LR_SCHEDULE
 from fcam.metrics import maxboxacc, pxap
 from fcam.viz import comparison_grid
 from fcam.wsol import fsl_baseline
@@ -201,6 +204,13 @@ def cached_cam_maps(model: nn.Module, images: torch.Tensor, label: int, device: 
     return maps
 
 
+def fit_defaults() -> dict[str, Any]:
+    """:meth:`fcam.FCAM.fit`'s default epochs, learning rate and schedule."""
+    # FCAMClass, not FCAM: the name a test may replace with a recording wrapper.
+    return {"epochs": inspect.signature(FCAMClass.fit).parameters["epochs"].default,
+            "lr": DEFAULT_LR, "lr_schedule": DEFAULT_LR_SCHEDULE}
+
+
 def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, label: int,
               mean: Sequence[float], std: Sequence[float], folds: int = 2,
               epochs: int | None = None, ceiling: dict[str, Any] | None = None, k: int = 5,
@@ -237,12 +247,13 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
         maps[name], fit_s[name], cpu_s[name] = torch.zeros(n, *images.shape[-2:]), [], []
         settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size}
         if name == "fcam":
-            # The effective configuration, not just the options given: a fold fitted under
-            # other fcam defaults is then a mismatch too.
+            # The effective configuration and fit schedule, not just the options given: a fold
+            # fitted under other fcam defaults is then a mismatch too.
             settings.update(epochs=epochs, fcam_options=dict(fcam_options or {}),
                             fcam_config=FCAMConfig.from_options(
                                 mean=tuple(mean), std=tuple(std), seed=seed, **(fcam_options or {})
-                            ).to_dict())
+                            ).to_dict(),
+                            fit_defaults=fit_defaults())
         else:
             settings.update(ceiling=ceiling, k=k)
         for f, (train, test) in enumerate(split):

@@ -162,10 +162,19 @@ def test_fcam_options_reach_the_fit(bench: Any, items: list[dict[str, Any]], tmp
     # The cache holds those fits: a run with other settings stops instead of reusing them.
     with pytest.raises(ValueError, match="its own --out"):
         bench.run_folds(model, "layer4", items, **options)
-    bench.run_folds(model, "layer4", items, fcam_options={"crf_weight": 1e-9, "colour_bins": 0},
-                    **options)
+    same = {**options, "fcam_options": {"crf_weight": 1e-9, "colour_bins": 0}}
+    bench.run_folds(model, "layer4", items, **same)
     assert len(built) == 2
-    # So does a run whose options are the same but whose fcam defaults changed since.
+    # So does a run whose options are the same but whose fcam defaults changed since: fit's
+    # schedule, then F-CAM's configuration.
+    current = bench.fit_defaults()
+    with monkeypatch.context() as patch:
+        patch.setattr(bench, "fit_defaults", lambda: {**current, "epochs": 11})
+        with pytest.raises(ValueError, match="its own --out"):
+            bench.run_folds(model, "layer4", items, **same)
+    bench.run_folds(model, "layer4", items, **same)
+    assert len(built) == 2
+
     class NewDefaults:
         @staticmethod
         def from_options(**opts: Any) -> FCAMConfig:
@@ -173,5 +182,4 @@ def test_fcam_options_reach_the_fit(bench: Any, items: list[dict[str, Any]], tmp
 
     monkeypatch.setattr(bench, "FCAMConfig", NewDefaults)
     with pytest.raises(ValueError, match="its own --out"):
-        bench.run_folds(model, "layer4", items, fcam_options={"crf_weight": 1e-9, "colour_bins": 0},
-                        **options)
+        bench.run_folds(model, "layer4", items, **same)
