@@ -38,7 +38,6 @@ shipped with fcam: the folder is an argument.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import sys
@@ -59,9 +58,7 @@ from fcam.cams import create
 from fcam.core.io import atomic_write_text
 from fcam.core.normalisation import normalise_raw
 from fcam.data import MaskFolder
-from fcam.explainer import FCAM as FCAMClass
-from fcam.explainer import FCAMConfig
-from fcam.explainer.trainer import DEFAULT_LR, DEFAULT_LR_SCHEDULE
+from fcam.explainer import FCAMConfig, TrainOptions
 from fcam.metrics import maxboxacc, pxap
 from fcam.viz import comparison_grid
 from fcam.wsol import fsl_baseline
@@ -205,10 +202,10 @@ def cached_cam_maps(model: nn.Module, images: torch.Tensor, label: int, device: 
 
 
 def fit_defaults() -> dict[str, Any]:
-    """:meth:`fcam.FCAM.fit`'s default epochs, learning rate and schedule."""
-    # FCAMClass, not FCAM: the name a test may replace with a recording wrapper.
-    return {"epochs": inspect.signature(FCAMClass.fit).parameters["epochs"].default,
-            "lr": DEFAULT_LR, "lr_schedule": DEFAULT_LR_SCHEDULE}
+    """The defaults of :meth:`fcam.FCAM.fit` that shape a fit (:class:`fcam.explainer.TrainOptions`)."""
+    defaults = TrainOptions()
+    return {name: getattr(defaults, name)
+            for name in ("epochs", "lr", "momentum", "nesterov", "weight_decay", "lr_schedule")}
 
 
 def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, label: int,
