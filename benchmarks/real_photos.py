@@ -233,6 +233,7 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
     """
     device = torch.device(device)
     ceiling = {**CEILING, **(ceiling or {})}
+    options = dict(fcam_options or {})
     images = torch.stack([item["image"] for item in items])
     n = len(items)
     split = fold_split(n, folds)
@@ -246,10 +247,8 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
         if name == "fcam":
             # The effective configuration and fit schedule, not just the options given: a fold
             # fitted under other fcam defaults is then a mismatch too.
-            settings.update(epochs=epochs, fcam_options=dict(fcam_options or {}),
-                            fcam_config=FCAMConfig.from_options(
-                                mean=tuple(mean), std=tuple(std), seed=seed, **(fcam_options or {})
-                            ).to_dict(),
+            config = FCAMConfig.from_options(mean=tuple(mean), std=tuple(std), seed=seed, **options)
+            settings.update(epochs=epochs, fcam_options=options, fcam_config=config.to_dict(),
                             fit_defaults=fit_defaults())
         else:
             settings.update(ceiling=ceiling, k=k)
@@ -276,7 +275,7 @@ def run_folds(model: nn.Module, layer: str, items: Sequence[dict[str, Any]], *, 
                                     batch_size=batch_size, shuffle=True,
                                     drop_last=len(train) > batch_size)
                 fc = FCAM(model, layer, cam="gradcampp", mean=mean, std=std, seed=seed,
-                          **settings["fcam_options"])
+                          **options)
                 fc.fit(loader, **({} if epochs is None else {"epochs": epochs}), device=device,
                        progress=False)
             else:
